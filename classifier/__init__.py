@@ -1,0 +1,1 @@
+"""Pure functions over parsed mail: the message record, rejection classification, extraction."""

@@ -1,0 +1,74 @@
+"""The typed record of one parsed message: what the classifier and the lifecycle read.
+
+Values from headers are decoded and have every run of white space (CR and LF included) folded
+into one space, so nothing taken from a mail can break a header line we later write.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+_WHITESPACE = re.compile(r"\s+")
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
+def one_line(value: str) -> str:
+    """Fold all white space, CR and LF included, into single spaces."""
+    return _WHITESPACE.sub(" ", value).strip()
+
+
+def message_ids(value: str) -> tuple[str, ...]:
+    """The `<id>` tokens of an In-Reply-To or References header, in order."""
+    return tuple(_MESSAGE_ID.findall(value or ""))
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2].lower()
+
+    @property
+    def local_part(self) -> str:
+        return self.email.rpartition("@")[0].lower()
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    subject: str = ""
+    from_: Address | None = None
+    reply_to: tuple[Address, ...] = ()
+    to: tuple[Address, ...] = ()
+    date: datetime | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    text: str = ""
+    # Headers that tell mailing lists and automatic mail apart (List-*, Auto-Submitted,
+    # X-Autoreply, Precedence, X-Nextround-*, X-GM-THRID), lower-cased names.
+    headers: dict[str, str] = field(default_factory=dict)
+    # True when only a prefix of an oversized message was fetched.
+    truncated: bool = False
+
+    @property
+    def auto_submitted(self) -> str | None:
+        return self.headers.get("auto-submitted")
+
+    @property
+    def list_headers(self) -> dict[str, str]:
+        return {name: value for name, value in self.headers.items() if name.startswith("list-")}
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """Every Message-ID this message answers, nearest first."""
+        seen: dict[str, None] = dict.fromkeys(self.in_reply_to)
+        seen.update(dict.fromkeys(reversed(self.references)))
+        return tuple(seen)

@@ -1,0 +1,1 @@
+"""The nextround service: configuration, IMAP adapter, state store, sync loop and CLI."""

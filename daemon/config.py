@@ -1,0 +1,256 @@
+"""The TOML configuration, parsed once into frozen dataclasses.
+
+Every error names the file and the key, and suggests the nearest valid key for a typo. The
+password is never part of the configuration: only where to get it (see `secrets.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import logging
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nextround.daemon.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Security = Literal["tls", "starttls", "plain"]
+Auth = Literal["login", "oauth2"]
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    username: str
+    security: Security = "tls"
+    port: int = 0  # 0: follows security (993 for tls, 143 otherwise)
+    password_file: str = ""
+    password_command: str = ""
+    inbox: str = "INBOX"
+    drafts: str = ""
+    sent: str = ""
+    ca_file: str = ""
+    timeout: float = 60.0
+
+    @property
+    def effective_port(self) -> int:
+        if self.port:
+            return self.port
+        return 993 if self.security == "tls" else 143
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    backfill_days: int = 30
+    max_message_bytes: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    database: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    imap: ImapConfig
+    identity: IdentityConfig
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+
+    @property
+    def database_path(self) -> Path:
+        if self.state.database:
+            return Path(self.state.database)
+        return default_state_dir() / "state.db"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.database_path.parent
+
+
+# The sections of the file, in the order config.example.toml documents them.
+SECTIONS: dict[str, type] = {
+    "imap": ImapConfig,
+    "identity": IdentityConfig,
+    "sync": SyncConfig,
+    "state": StateConfig,
+}
+_PATH_KEYS = {("imap", "password_file"), ("imap", "ca_file"), ("state", "database")}
+
+
+def default_config_path(environ: typing.Mapping[str, str] | None = None) -> Path:
+    """`NEXTROUND_CONFIG`, else systemd's configuration directory, else the XDG location."""
+    env = os.environ if environ is None else environ
+    if env.get("NEXTROUND_CONFIG"):
+        return Path(env["NEXTROUND_CONFIG"])
+    if env.get("CONFIGURATION_DIRECTORY"):
+        return Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml"
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "nextround" / "config.toml"
+
+
+def default_state_dir(environ: typing.Mapping[str, str] | None = None) -> Path:
+    """systemd's state directory when run as a service, else `$XDG_STATE_HOME/nextround`."""
+    env = os.environ if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local" / "state"
+    )
+    return Path(base) / "nextround"
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the file at `path`; raise ConfigError naming file and key."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (create one with `nextround init` or pass -c PATH)"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(document, path)
+
+
+def parse_config(document: dict[str, Any], path: Path) -> Config:
+    _reject_unknown(document, SECTIONS, path, prefix="")
+    sections: dict[str, Any] = {}
+    for name, section_type in SECTIONS.items():
+        table = document.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table, not {_type_name(table)}")
+        table = _resolve_paths(name, table, path)
+        sections[name] = _build(section_type, table, path, name)
+    config = Config(path=path, **sections)
+    _validate(config)
+    return config
+
+
+def _resolve_paths(section: str, table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Relative paths are relative to the config file, so the file can move with its data."""
+    resolved = dict(table)
+    for key, value in table.items():
+        if (section, key) in _PATH_KEYS and isinstance(value, str) and value:
+            candidate = Path(value).expanduser()
+            if not candidate.is_absolute():
+                candidate = path.parent / candidate
+            resolved[key] = str(candidate)
+    return resolved
+
+
+def _build(section_type: type, table: dict[str, Any], path: Path, section: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_type)}
+    hints = typing.get_type_hints(section_type)
+    _reject_unknown(table, fields, path, prefix=f"[{section}] ")
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if name not in table:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: [{section}] {name}: required key is missing")
+            continue
+        values[name] = _check_type(table[name], hints[name], path, f"[{section}] {name}")
+    return section_type(**values)
+
+
+def _reject_unknown(
+    table: typing.Mapping[str, Any], known: typing.Iterable[str], path: Path, prefix: str
+) -> None:
+    known = list(known)
+    for key in table:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f' (did you mean "{near[0]}"?)' if near else ""
+            what = "section" if not prefix else "key"
+            raise ConfigError(f"{path}: {prefix}{key}: unknown {what}{hint}")
+
+
+def _check_type(value: Any, hint: Any, path: Path, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            listed = " | ".join(str(choice) for choice in choices)
+            raise ConfigError(f"{path}: {where}: must be one of {listed}, not {value!r}")
+        return value
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {where}: must be a list, not {_type_name(value)}")
+        return tuple(_check_type(entry, item, path, where) for entry in value)
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError(f"unsupported config type {hint}")  # pragma: no cover
+    # bool is an int in Python, but `port = true` is a mistake worth naming.
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{path}: {where}: must be {_type_name_of(hint)}, not {_type_name(value)}"
+        )
+    return value
+
+
+def _type_name_of(hint: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        hint, hint.__name__
+    )
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+    names.update({list: "a list", dict: "a table"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _validate(config: Config) -> None:
+    path, imap = config.path, config.imap
+    if not imap.host.strip():
+        raise ConfigError(f"{path}: [imap] host: must not be empty")
+    if not 0 <= imap.port <= 65535:
+        raise ConfigError(f"{path}: [imap] port: must be between 1 and 65535")
+    if imap.security == "plain" and not is_loopback(imap.host):
+        raise ConfigError(
+            f"{path}: [imap] security: plain is only allowed to a loopback host, "
+            f"not {imap.host!r} (use tls or starttls)"
+        )
+    if imap.password_file and imap.password_command:
+        raise ConfigError(
+            f"{path}: [imap] password_command: set either password_file or password_command"
+        )
+    if imap.timeout <= 0:
+        raise ConfigError(f"{path}: [imap] timeout: must be a positive number of seconds")
+    if "@" not in config.identity.email:
+        raise ConfigError(f"{path}: [identity] email: not an email address")
+    if config.sync.backfill_days < 0:
+        raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")
+    if config.sync.max_message_bytes < 64 * 1024:
+        raise ConfigError(f"{path}: [sync] max_message_bytes: must be at least 65536")
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback literals; decided without DNS, so it cannot be spoofed."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

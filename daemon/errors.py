@@ -1,0 +1,73 @@
+"""The one exception root of nextround and its few subclasses.
+
+Adapters translate library errors (imaplib, ssl, socket, sqlite3) into these; the CLI turns
+them into exit codes and one-line messages. None of them ever carries a password.
+"""
+
+
+class NextroundError(Exception):
+    """Base of every error nextround raises on purpose."""
+
+
+class ConfigError(NextroundError):
+    """The configuration file is missing, unreadable or invalid (exit 2)."""
+
+
+class UsageError(NextroundError):
+    """The command line was used wrongly (exit 2)."""
+
+
+class SecretError(NextroundError):
+    """The password could not be obtained from its configured source."""
+
+
+class MailboxError(NextroundError):
+    """Talking to the IMAP server failed; `kind` names the cause for people and scripts."""
+
+    kind = "imap"
+
+
+class DnsError(MailboxError):
+    """The server's host name does not resolve."""
+
+    kind = "dns"
+
+
+class ConnectError(MailboxError):
+    """The TCP connection was refused, timed out or dropped."""
+
+    kind = "connection"
+
+
+class TlsError(MailboxError):
+    """TLS failed: certificate not trusted, handshake failed, or STARTTLS not offered."""
+
+    kind = "tls"
+
+
+class AuthError(MailboxError):
+    """The server rejected the credentials."""
+
+    kind = "authentication"
+
+
+class FolderError(MailboxError):
+    """A folder we need does not exist or cannot be selected."""
+
+    kind = "folder"
+
+
+class StorageError(NextroundError):
+    """The state database cannot be opened, migrated or written."""
+
+
+class MessageParseError(NextroundError):
+    """A message could not be parsed; it is recorded with the reason and skipped."""
+
+
+class ClassifierError(NextroundError):
+    """The model could not be trained, stored or loaded."""
+
+
+class TemplateError(NextroundError):
+    """A draft template is missing or failed to render; the message names the file."""

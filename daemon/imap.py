@@ -1,0 +1,262 @@
+"""The imapclient adapter behind the `Mailbox` protocol.
+
+Every socket operation has a timeout. Every library error (socket, ssl, imaplib) is turned
+into one of ours here, with a message that names the cause and never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import imapclient
+from imapclient.exceptions import LoginError
+
+from nextround.daemon.config import ImapConfig
+from nextround.daemon.errors import (
+    AuthError,
+    ConnectError,
+    DnsError,
+    FolderError,
+    MailboxError,
+    TlsError,
+)
+from nextround.daemon.mailbox import Fetched, FolderInfo, FolderStatus
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 15.0
+# Bodies are fetched in groups bounded by count and by bytes, so memory stays bounded.
+FETCH_GROUP_MESSAGES = 100
+FETCH_GROUP_BYTES = 16 * 1024 * 1024
+SIZE_QUERY_CHUNK = 1000
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def translate_errors(host: str, doing: str) -> Iterator[None]:
+    """Library errors in, our errors out, each naming the host and what we were doing."""
+    try:
+        yield
+    except MailboxError:
+        raise
+    except LoginError as error:
+        raise AuthError(f"{host}: login failed: {_server_text(error)}") from None
+    except socket.gaierror as error:
+        raise DnsError(f"{host}: cannot resolve host name: {error.strerror}") from None
+    except ssl.SSLCertVerificationError as error:
+        raise TlsError(
+            f"{host}: certificate not trusted ({error.verify_message}); "
+            "set [imap] ca_file for a self-signed server"
+        ) from None
+    except ssl.SSLError as error:
+        raise TlsError(f"{host}: TLS failed while {doing}: {error.reason or error}") from None
+    except ConnectionRefusedError:
+        raise ConnectError(f"{host}: connection refused while {doing}") from None
+    except TimeoutError:
+        raise ConnectError(f"{host}: timed out while {doing}") from None
+    except imaplib.IMAP4.abort as error:
+        raise ConnectError(f"{host}: connection lost while {doing}: {error}") from None
+    except imaplib.IMAP4.error as error:
+        raise MailboxError(f"{host}: server refused while {doing}: {error}") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConnectError(f"{host}: network error while {doing}: {reason}") from None
+
+
+def _server_text(error: Exception) -> str:
+    text = str(error)
+    return text.removeprefix("b'").removesuffix("'") or "rejected"
+
+
+def tls_context(imap: ImapConfig) -> ssl.SSLContext:
+    """System CAs plus `ca_file`; certificates and host names are always verified."""
+    context = ssl.create_default_context()
+    if imap.ca_file:
+        try:
+            context.load_verify_locations(cafile=imap.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise TlsError(f"[imap] ca_file {imap.ca_file}: cannot load: {error}") from None
+    return context
+
+
+def connect(imap: ImapConfig, password: str) -> ImapMailbox:
+    """Connect, secure the channel as configured, and log in."""
+    host, port = imap.host, imap.effective_port
+    timeout = imapclient.SocketTimeout(
+        connect=min(CONNECT_TIMEOUT, imap.timeout), read=imap.timeout
+    )
+    with translate_errors(host, "connecting"):
+        client = imapclient.IMAPClient(
+            host,
+            port=port,
+            ssl=imap.security == "tls",
+            ssl_context=tls_context(imap) if imap.security == "tls" else None,
+            timeout=timeout,
+        )
+    try:
+        with translate_errors(host, "securing the connection"):
+            if imap.security == "starttls":
+                # Never fall back to plain text when the server does not offer STARTTLS.
+                if not client.has_capability("STARTTLS"):
+                    raise TlsError(f"{host}: the server does not offer STARTTLS")
+                client.starttls(tls_context(imap))
+        with translate_errors(host, "logging in"):
+            client.login(imap.username, password)
+    except BaseException:
+        _close_quietly(client)
+        raise
+    logger.debug("logged in to %s:%d as %s", host, port, imap.username)
+    return ImapMailbox(client, host)
+
+
+def _close_quietly(client: imapclient.IMAPClient) -> None:
+    with contextlib.suppress(OSError, imaplib.IMAP4.error):
+        client.shutdown()
+
+
+class ImapMailbox:
+    """A logged-in connection. Not thread-safe: one cycle uses it at a time."""
+
+    def __init__(self, client: imapclient.IMAPClient, host: str) -> None:
+        self.client = client
+        self.host = host
+
+    def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(self.host, doing)
+
+    def list_folders(self) -> list[FolderInfo]:
+        with self._errors("listing folders"):
+            listed = self.client.list_folders()
+        return [
+            FolderInfo(name=str(name), flags=frozenset(_text(flag) for flag in flags))
+            for flags, _delimiter, name in listed
+        ]
+
+    def status(self, folder: str) -> FolderStatus:
+        with self._errors(f"asking the status of {folder}"):
+            try:
+                response = self.client.folder_status(
+                    folder, [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
+                )
+            except imaplib.IMAP4.error as error:
+                if isinstance(error, imaplib.IMAP4.abort):
+                    raise
+                raise FolderError(f"{self.host}: folder {folder!r}: {error}") from None
+        return _folder_status(response)
+
+    def select(self, folder: str) -> FolderStatus:
+        with self._errors(f"selecting {folder}"):
+            try:
+                response = self.client.select_folder(folder, readonly=True)
+            except imaplib.IMAP4.error as error:
+                if isinstance(error, imaplib.IMAP4.abort):
+                    raise
+                raise FolderError(f"{self.host}: folder {folder!r}: {error}") from None
+        return _folder_status(response)
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        with self._errors("searching for new mail"):
+            found = self.client.search(["UID", f"{last_uid + 1}:*"])
+        # `n:*` always matches the highest UID, even when it is <= n.
+        return sorted(uid for uid in found if uid > last_uid)
+
+    def uids_since(self, day: date) -> list[int]:
+        with self._errors("searching for recent mail"):
+            found = self.client.search(["SINCE", day])
+        return sorted(found)
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
+        for start in range(0, len(uids), SIZE_QUERY_CHUNK):
+            chunk = list(uids[start : start + SIZE_QUERY_CHUNK])
+            with self._errors("fetching sizes"):
+                sizes = {
+                    uid: int(data.get(b"RFC822.SIZE", 0))
+                    for uid, data in self.client.fetch(chunk, [b"RFC822.SIZE"]).items()
+                }
+            # A message expunged meanwhile is simply absent from `sizes`.
+            present = [uid for uid in chunk if uid in sizes]
+            for group in _groups(present, sizes, max_bytes):
+                yield from self._fetch_group(group, sizes, max_bytes)
+
+    def _fetch_group(
+        self, group: list[int], sizes: dict[int, int], max_bytes: int
+    ) -> Iterator[Fetched]:
+        item = f"BODY.PEEK[]<0.{max_bytes}>".encode()
+        with self._errors("fetching messages"):
+            response = self.client.fetch(group, [item])
+        for uid in group:
+            data = response.pop(uid, None)
+            if data is None:
+                continue
+            raw = data.get(b"BODY[]<0>")
+            if raw is None:
+                raw = data.get(b"BODY[]", b"")
+            yield Fetched(uid=uid, raw=bytes(raw), size=max(sizes[uid], len(raw)))
+
+    def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
+        result: dict[int, bytes] = {}
+        for start in range(0, len(uids), SIZE_QUERY_CHUNK):
+            chunk = list(uids[start : start + SIZE_QUERY_CHUNK])
+            with self._errors("fetching headers"):
+                response = self.client.fetch(chunk, [b"BODY.PEEK[HEADER]"])
+            for uid, data in response.items():
+                result[uid] = bytes(data.get(b"BODY[HEADER]", b""))
+        return result
+
+    def append(self, folder: str, raw: bytes, flags: Sequence[str], when: datetime) -> int | None:
+        with self._errors(f"saving a message to {folder}"):
+            response = self.client.append(folder, raw, flags=tuple(flags), msg_time=when)
+        match = _APPENDUID.search(response if isinstance(response, bytes) else b"")
+        return int(match.group(2)) if match else None
+
+    def noop(self) -> None:
+        with self._errors("checking the connection"):
+            self.client.noop()
+
+    def logout(self) -> None:
+        try:
+            with self._errors("logging out"):
+                self.client.logout()
+        except MailboxError as error:
+            logger.debug("logout failed, closing: %s", error)
+            _close_quietly(self.client)
+
+
+def _groups(uids: list[int], sizes: dict[int, int], max_bytes: int) -> Iterator[list[int]]:
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        size = min(sizes[uid], max_bytes)
+        if group and (len(group) >= FETCH_GROUP_MESSAGES or total + size > FETCH_GROUP_BYTES):
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _folder_status(response: dict[Any, Any]) -> FolderStatus:
+    def number(key: bytes) -> int:
+        value = response.get(key, response.get(key.decode(), 0))
+        if isinstance(value, list | tuple):
+            value = value[0] if value else 0
+        return int(value or 0)
+
+    return FolderStatus(
+        uidvalidity=number(b"UIDVALIDITY"),
+        uidnext=number(b"UIDNEXT"),
+        messages=number(b"MESSAGES") or number(b"EXISTS"),
+    )

@@ -1,0 +1,120 @@
+"""The seam to the mail server: a small protocol of our own, and folder discovery.
+
+The core talks to a `Mailbox`; `imap.py` implements it with imapclient. Nothing outside that
+adapter imports imapclient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Protocol
+
+from nextround.daemon.errors import FolderError
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    flags: frozenset[str]  # as the server sent them, e.g. {"\\Drafts", "\\HasNoChildren"}
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int
+    messages: int
+
+
+@dataclass(frozen=True)
+class Fetched:
+    uid: int
+    raw: bytes
+    size: int  # the full size on the server; larger than len(raw) when truncated
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.raw)
+
+
+class Mailbox(Protocol):
+    """What nextround needs from a mail server. UIDs always refer to the selected folder."""
+
+    def list_folders(self) -> list[FolderInfo]: ...
+
+    def status(self, folder: str) -> FolderStatus:
+        """UIDVALIDITY and UIDNEXT without selecting: one cheap round trip."""
+        ...
+
+    def select(self, folder: str) -> FolderStatus:
+        """Select read-only (EXAMINE): we never change flags on the user's mail."""
+        ...
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        """UIDs greater than `last_uid`, ascending (the `*` quirk already filtered out)."""
+        ...
+
+    def uids_since(self, day: date) -> list[int]:
+        """UIDs of messages that arrived on or after `day`, ascending."""
+        ...
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
+        """Whole messages, each cut to `max_bytes`, in UID order; memory stays bounded."""
+        ...
+
+    def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The header block of each message (for re-identifying after a UIDVALIDITY change)."""
+        ...
+
+    def append(self, folder: str, raw: bytes, flags: Sequence[str], when: datetime) -> int | None:
+        """Store a message; return its UID when the server says (APPENDUID)."""
+        ...
+
+    def noop(self) -> None: ...
+
+    def logout(self) -> None: ...
+
+
+# Names clients and providers use when the server does not announce SPECIAL-USE (RFC 6154).
+COMMON_NAMES = {
+    "drafts": ("Drafts", "INBOX.Drafts", "[Gmail]/Drafts", "Draft", "Entwürfe"),
+    "sent": (
+        "Sent",
+        "INBOX.Sent",
+        "Sent Items",
+        "Sent Messages",
+        "[Gmail]/Sent Mail",
+        "Sent Mail",
+        "Gesendet",
+    ),
+}
+SPECIAL_USE_FLAGS = {"drafts": "\\Drafts", "sent": "\\Sent"}
+
+
+@dataclass(frozen=True)
+class FolderChoice:
+    name: str
+    how: str  # "config", "special-use" or "common name"
+
+
+def choose_folder(role: str, folders: Iterable[FolderInfo], override: str) -> FolderChoice:
+    """The config override wins, then the SPECIAL-USE flag, then a common name."""
+    listed = list(folders)
+    names = {folder.name for folder in listed}
+    if override:
+        if override not in names:
+            raise FolderError(f"[imap] {role} = {override!r}: no such folder on the server")
+        return FolderChoice(override, "config")
+    flag = SPECIAL_USE_FLAGS[role].lower()
+    for folder in listed:
+        if flag in {f.lower() for f in folder.flags}:
+            return FolderChoice(folder.name, "special-use")
+    by_lower = {folder.name.lower(): folder.name for folder in listed}
+    for candidate in COMMON_NAMES[role]:
+        if candidate.lower() in by_lower:
+            return FolderChoice(by_lower[candidate.lower()], "common name")
+    raise FolderError(
+        f"no {role} folder: none is marked {SPECIAL_USE_FLAGS[role]} and none has a common "
+        f"name; set [imap] {role} to the folder's name"
+    )

@@ -1,0 +1,183 @@
+"""RFC 822 bytes -> `Message`, with mail-parser; HTML-only mail turned into text.
+
+Hostile input is expected: a failure raises MessageParseError with a short reason, and the
+caller records it and goes on with the next message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parsedate_to_datetime
+from html.parser import HTMLParser
+from typing import Any
+
+import mailparser
+
+from nextround.classifier.message import Address, Message, message_ids, one_line
+from nextround.daemon.errors import MessageParseError
+
+logger = logging.getLogger(__name__)
+
+# Enough for any real mail's words; bounds memory and classifier time on hostile input.
+MAX_TEXT_CHARS = 100_000
+_KEPT_HEADERS = ("auto-submitted", "x-autoreply", "x-autorespond", "precedence", "x-gm-thrid")
+_KEPT_PREFIXES = ("list-", "x-nextround-")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def synthetic_message_id(raw: bytes) -> str:
+    """A stable id for mail without a Message-ID, from its header block."""
+    match = _HEADER_END.search(raw)
+    header = raw[: match.start()] if match else raw[:4096]
+    return f"<{hashlib.sha256(header).hexdigest()[:32]}@nextround.invalid>"
+
+
+def parse_message(raw: bytes, *, truncated: bool = False) -> Message:
+    if not raw.strip():
+        raise MessageParseError("empty message")
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+        headers: dict[str, Any] = parsed.headers
+        raw_headers = {name.lower(): str(value) for name, value in parsed.message.items()}
+        text_plain: list[str] = list(parsed.text_plain)
+        text_html: list[str] = list(parsed.text_html)
+    except Exception as error:  # noqa: BLE001 - mail-parser may raise anything on hostile input
+        raise MessageParseError(f"unparsable MIME: {type(error).__name__}: {error}") from None
+    if not headers:
+        raise MessageParseError("no header block")
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    known = ("from", "subject", "date", "message-id", "to")
+    if not any(name in lowered for name in known):
+        raise MessageParseError("no From, Subject, Date, Message-ID or To header")
+
+    message_id_list = message_ids(_header_text(lowered.get("message-id")))
+    message_id = message_id_list[0] if message_id_list else synthetic_message_id(raw)
+    if text_plain:
+        text = "\n\n".join(text_plain)
+    elif text_html:
+        text = html_to_text("\n".join(text_html))
+    else:
+        text = ""
+    kept = {
+        name: one_line(_header_text(value))
+        for name, value in lowered.items()
+        if name in _KEPT_HEADERS or name.startswith(_KEPT_PREFIXES)
+    }
+    from_list = _addresses(raw_headers.get("from", ""))
+    return Message(
+        message_id=message_id,
+        subject=one_line(_header_text(lowered.get("subject"))),
+        from_=from_list[0] if from_list else None,
+        reply_to=_addresses(raw_headers.get("reply-to", "")),
+        to=_addresses(raw_headers.get("to", "")),
+        date=_date(_header_text(lowered.get("date"))),
+        in_reply_to=message_ids(_header_text(lowered.get("in-reply-to"))),
+        references=message_ids(_header_text(lowered.get("references"))),
+        text=text[:MAX_TEXT_CHARS],
+        headers=kept,
+        truncated=truncated,
+    )
+
+
+def _header_text(value: Any) -> str:
+    """mail-parser gives strings, lists of strings, or (name, address) pairs."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        parts = []
+        for item in value:
+            if isinstance(item, list | tuple) and len(item) == 2:
+                name, email = item
+                parts.append(f"{name} <{email}>" if name else str(email))
+            else:
+                parts.append(str(item))
+        return ", ".join(parts)
+    return str(value)
+
+
+def _addresses(value: str) -> tuple[Address, ...]:
+    """Addresses from the raw header: encoded-words are decoded only after splitting, so a
+    display name that decodes to CR/LF or commas cannot forge or drop an address."""
+    result = []
+    for name, email in getaddresses([value]):
+        email = one_line(email).strip("<>").lower()
+        if "@" not in email or " " in email:
+            continue
+        result.append(Address(name=one_line(_decode_words(name)).strip("\"' "), email=email))
+    return tuple(result)
+
+
+def _decode_words(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def _date(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+# Elements after which text continues on a new line.
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd div dl dt footer form h1 h2 h3 h4 h5 h6 header hr li "
+    "main nav ol p pre section table td th tr ul".split()
+)
+_SKIPPED_TAGS = frozenset(("script", "style", "head", "title", "template", "noscript"))
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.size = 0
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self.skipping += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS and self.skipping:
+            self.skipping -= 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping and self.size < MAX_TEXT_CHARS:
+            self.parts.append(data)
+            self.size += len(data)
+
+
+def html_to_text(html: str) -> str:
+    """Readable text from HTML mail: block elements become line breaks, scripts vanish."""
+    extractor = _TextExtractor()
+    extractor.feed(html[: MAX_TEXT_CHARS * 10])
+    extractor.close()
+    lines = (" ".join(line.split()) for line in "".join(extractor.parts).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def header_message_id(header: bytes) -> str:
+    """The Message-ID of a header block, computed exactly as `parse_message` would."""
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+    found = message_ids(str(parsed.get("Message-ID", "")))
+    return found[0] if found else synthetic_message_id(header)

@@ -1,0 +1,272 @@
+"""The SQLite state store: numbered migrations, WAL, a busy timeout, and the few queries we need.
+
+Every write happens inside `transaction()`, so a message, its results and the folder position
+that follows it are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nextround.classifier.message import Message
+from nextround.daemon.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Position:
+    folder: str
+    role: str
+    uidvalidity: int
+    last_uid: int
+    backfilled: bool
+    synced_at: str
+
+
+@dataclass(frozen=True)
+class FolderCounts:
+    folder: str
+    role: str
+    uidvalidity: int
+    last_uid: int
+    messages: int
+    skipped: int  # unparsable or failed, recorded with the reason
+    synced_at: str
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every shipped migration, in order."""
+    found = []
+    for entry in resources.files("nextround.daemon").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise StorageError(f"migrations are not numbered 1..n: {versions}")
+    return found
+
+
+@contextlib.contextmanager
+def storage_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise StorageError(f"state database: {doing}: {error}") from None
+    except OSError as error:
+        raise StorageError(f"state database: {doing}: {error.strerror or error}") from None
+
+
+class Store:
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.connection = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        with storage_errors(f"opening {path}"):
+            _prepare_files(path)
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        store = cls(connection, path)
+        with storage_errors(f"configuring {path}"):
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode survives a process crash; power loss may roll back the last
+            # commits, which the idempotent drafting step tolerates.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def migrate(self) -> None:
+        with storage_errors("migrating"):
+            self.connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            applied = {
+                row[0] for row in self.connection.execute("SELECT version FROM schema_migrations")
+            }
+            for version, name, sql in migrations():
+                if version in applied:
+                    continue
+                logger.info("applying database migration %s", name)
+                # One script, one transaction: the schema change and its version row land
+                # together or not at all.
+                script = (
+                    f"BEGIN IMMEDIATE;\n{sql}\n"
+                    "INSERT INTO schema_migrations (version, name, applied_at) "
+                    f"VALUES ({version}, '{name}', datetime('now'));\nCOMMIT;"
+                )
+                try:
+                    self.connection.executescript(script)
+                except sqlite3.Error:
+                    if self.connection.in_transaction:
+                        self.connection.execute("ROLLBACK")
+                    raise
+
+    def schema_version(self) -> int:
+        row = self.connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with storage_errors("starting a transaction"):
+            self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.connection
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.connection.execute("ROLLBACK")
+            raise
+        with storage_errors("committing"):
+            self.connection.execute("COMMIT")
+
+    def _one(self, sql: str, *args: Any) -> Any:
+        with storage_errors("reading"):
+            return self.connection.execute(sql, args).fetchone()
+
+    # -- folders -------------------------------------------------------------------------
+
+    def position(self, folder: str) -> Position | None:
+        row = self._one(
+            "SELECT name, role, uidvalidity, last_uid, backfilled, synced_at "
+            "FROM folders WHERE name = ?",
+            folder,
+        )
+        if row is None:
+            return None
+        name, role, uidvalidity, last_uid, backfilled, synced_at = row
+        return Position(name, role, uidvalidity, last_uid, bool(backfilled), synced_at)
+
+    def set_position(
+        self,
+        folder: str,
+        role: str,
+        uidvalidity: int,
+        last_uid: int,
+        backfilled: bool,
+        now: datetime,
+    ) -> None:
+        with storage_errors("saving the sync position"):
+            self.connection.execute(
+                "INSERT INTO folders (name, role, uidvalidity, last_uid, backfilled, synced_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET role = excluded.role, "
+                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+                "backfilled = excluded.backfilled, synced_at = excluded.synced_at",
+                (folder, role, uidvalidity, last_uid, int(backfilled), now.isoformat()),
+            )
+
+    # -- messages ------------------------------------------------------------------------
+
+    def known_uid(self, folder: str, uidvalidity: int, uid: int) -> bool:
+        row = self._one(
+            "SELECT 1 FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+            folder,
+            uidvalidity,
+            uid,
+        )
+        return row is not None
+
+    def rebind(self, folder: str, message_id: str, uidvalidity: int, uid: int) -> bool:
+        """After a UIDVALIDITY change: give a known message its new UID. False if unknown."""
+        with storage_errors("re-identifying a message"):
+            cursor = self.connection.execute(
+                "UPDATE messages SET uidvalidity = ?, uid = ? WHERE id = ("
+                "SELECT id FROM messages WHERE folder = ? AND message_id = ? "
+                "AND uidvalidity != ? ORDER BY id LIMIT 1)",
+                (uidvalidity, uid, folder, message_id, uidvalidity),
+            )
+            if cursor.rowcount:
+                return True
+            # Seen already under the new UIDVALIDITY (a duplicate copy of the same message).
+            row = self.connection.execute(
+                "SELECT 1 FROM messages WHERE folder = ? AND message_id = ? AND uidvalidity = ?",
+                (folder, message_id, uidvalidity),
+            ).fetchone()
+            return row is not None
+
+    def record_message(
+        self,
+        folder: str,
+        uidvalidity: int,
+        uid: int,
+        size: int,
+        now: datetime,
+        message: Message | None = None,
+        *,
+        message_id: str = "",
+        error: str | None = None,
+        status: str = "unparsable",
+    ) -> int:
+        """Record a message as seen: parsed (`message`) or unparsable (`error`)."""
+        if message is not None:
+            values: tuple[Any, ...] = (
+                message.message_id,
+                " ".join(message.in_reply_to),
+                " ".join(message.references),
+                message.from_.email if message.from_ else "",
+                message.subject,
+                message.date.isoformat() if message.date else None,
+                "parsed",
+                None,
+            )
+        else:
+            values = (message_id, "", "", "", "", None, status, error)
+        with storage_errors("recording a message"):
+            cursor = self.connection.execute(
+                "INSERT INTO messages (folder, uidvalidity, uid, message_id, in_reply_to, refs, "
+                "sender, subject, sent_at, status, error, size, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (folder, uidvalidity, uid, *values, size, now.isoformat()),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def folder_counts(self) -> list[FolderCounts]:
+        with storage_errors("reading folder counts"):
+            rows = self.connection.execute(
+                "SELECT f.name, f.role, f.uidvalidity, f.last_uid, "
+                "count(m.id), coalesce(sum(m.status != 'parsed'), 0), f.synced_at "
+                "FROM folders f LEFT JOIN messages m ON m.folder = f.name "
+                "GROUP BY f.name ORDER BY f.role, f.name"
+            ).fetchall()
+        return [FolderCounts(*row) for row in rows]
+
+    def unparsable(self, limit: int = 20) -> list[tuple[str, int, str, str]]:
+        with storage_errors("reading unparsable messages"):
+            rows = self.connection.execute(
+                "SELECT folder, uid, message_id, error FROM messages "
+                "WHERE status != 'parsed' ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
+
+def _prepare_files(path: Path) -> None:
+    """Directory 0700 when we create it; the database file 0600 before SQLite opens it."""
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700)
+        directory.chmod(0o700)
+    if not path.exists():
+        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(descriptor)
+    path.chmod(0o600)

@@ -1,0 +1,275 @@
+"""One sync cycle: fetch only what is new in each watched folder, parse it, record it.
+
+Position is kept per (folder, UIDVALIDITY, last UID). A cycle with nothing new costs one
+STATUS per folder. The first run looks back `backfill_days` only. After a UIDVALIDITY change,
+messages are re-identified by Message-ID so none is processed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from nextround.classifier.message import Message
+from nextround.daemon.config import Config, SyncConfig
+from nextround.daemon.errors import (
+    FolderError,
+    MailboxError,
+    MessageParseError,
+    NextroundError,
+    StorageError,
+)
+from nextround.daemon.mailbox import Fetched, Mailbox, choose_folder
+from nextround.daemon.parse import header_message_id, parse_message, synthetic_message_id
+from nextround.daemon.store import Store
+
+logger = logging.getLogger(__name__)
+
+# Called inside the transaction that records the message: whatever it writes to the store
+# commits together with the message and the new sync position.
+Handler = Callable[[Store, "FolderRef", Message, datetime], None]
+
+WATCHED_ROLES = ("inbox", "sent")
+
+
+@dataclass(frozen=True)
+class FolderRef:
+    role: str  # inbox | drafts | sent
+    name: str
+    how: str  # config | special-use | common name
+
+
+@dataclass
+class FolderResult:
+    folder: FolderRef
+    new: int = 0
+    recorded: int = 0
+    unparsable: int = 0
+    failed: int = 0
+    rebound: int = 0
+    uidvalidity_changed: bool = False
+
+
+@dataclass
+class CycleResult:
+    now: datetime
+    folders: list[FolderResult] = field(default_factory=list)
+
+    @property
+    def recorded(self) -> int:
+        return sum(result.recorded for result in self.folders)
+
+    def summary(self) -> str:
+        parts = [
+            f"{result.folder.role} +{result.recorded}"
+            + (f" ({result.unparsable} unparsable)" if result.unparsable else "")
+            for result in self.folders
+        ]
+        return ", ".join(parts) or "nothing watched"
+
+
+def resolve_folders(mailbox: Mailbox, config: Config) -> dict[str, FolderRef]:
+    """INBOX, Drafts and Sent: config override, then SPECIAL-USE, then common names."""
+    listed = mailbox.list_folders()
+    names = {folder.name for folder in listed}
+    inbox = config.imap.inbox
+    if inbox not in names and inbox.upper() != "INBOX":
+        raise FolderError(f"[imap] inbox = {inbox!r}: no such folder on the server")
+    folders = {"inbox": FolderRef("inbox", inbox, "config")}
+    for role, override in (("drafts", config.imap.drafts), ("sent", config.imap.sent)):
+        choice = choose_folder(role, listed, override)
+        folders[role] = FolderRef(role, choice.name, choice.how)
+    return folders
+
+
+def run_cycle(
+    mailbox: Mailbox,
+    store: Store,
+    folders: dict[str, FolderRef],
+    sync: SyncConfig,
+    now: datetime,
+    handle: Handler | None = None,
+) -> CycleResult:
+    result = CycleResult(now=now)
+    for role in WATCHED_ROLES:
+        result.folders.append(sync_folder(mailbox, store, folders[role], sync, now, handle))
+    return result
+
+
+def sync_folder(
+    mailbox: Mailbox,
+    store: Store,
+    folder: FolderRef,
+    sync: SyncConfig,
+    now: datetime,
+    handle: Handler | None = None,
+) -> FolderResult:
+    result = FolderResult(folder)
+    position = store.position(folder.name)
+    status = mailbox.status(folder.name)
+    if position and position.backfilled and position.uidvalidity == status.uidvalidity:
+        if status.uidnext - 1 <= position.last_uid:
+            return result  # nothing new: one STATUS was all it took
+        selected = mailbox.select(folder.name)
+        if selected.uidvalidity == position.uidvalidity:
+            uids = mailbox.uids_after(position.last_uid)
+            result.new = len(uids)
+            _process(mailbox, store, folder, selected.uidvalidity, uids, sync, now, handle, result)
+            settled = max([selected.uidnext - 1, position.last_uid, *uids])
+            with store.transaction():
+                store.set_position(
+                    folder.name, folder.role, selected.uidvalidity, settled, True, now
+                )
+            return result
+    return _backfill(mailbox, store, folder, sync, now, handle, result)
+
+
+def _backfill(
+    mailbox: Mailbox,
+    store: Store,
+    folder: FolderRef,
+    sync: SyncConfig,
+    now: datetime,
+    handle: Handler | None,
+    result: FolderResult,
+) -> FolderResult:
+    """First run, an interrupted first run, or a UIDVALIDITY change."""
+    position = store.position(folder.name)
+    selected = mailbox.select(folder.name)
+    validity = selected.uidvalidity
+    if position is None or position.uidvalidity != validity:
+        if position is not None:
+            result.uidvalidity_changed = True
+            logger.warning(
+                "UIDVALIDITY of %s changed from %d to %d: re-identifying messages by Message-ID",
+                folder.name,
+                position.uidvalidity,
+                validity,
+            )
+        with store.transaction():
+            store.set_position(folder.name, folder.role, validity, 0, False, now)
+    since = (now - timedelta(days=sync.backfill_days)).date()
+    candidates = mailbox.uids_since(since)
+    uids = [uid for uid in candidates if not store.known_uid(folder.name, validity, uid)]
+    if uids and _has_earlier_generation(store, folder.name, validity):
+        headers = mailbox.fetch_headers(uids)
+        fresh = []
+        for uid in uids:
+            message_id = header_message_id(headers.get(uid, b""))
+            with store.transaction():
+                if store.rebind(folder.name, message_id, validity, uid):
+                    result.rebound += 1
+                    continue
+            fresh.append(uid)
+        uids = fresh
+    result.new = len(uids)
+    _process(mailbox, store, folder, validity, uids, sync, now, handle, result, advance=False)
+    settled = max([selected.uidnext - 1, *candidates, 0])
+    with store.transaction():
+        store.set_position(folder.name, folder.role, validity, settled, True, now)
+    if result.uidvalidity_changed:
+        logger.warning(
+            "%s re-synced: %d messages known by Message-ID, %d new",
+            folder.name,
+            result.rebound,
+            result.new,
+        )
+    return result
+
+
+def _has_earlier_generation(store: Store, folder: str, validity: int) -> bool:
+    row = store.connection.execute(
+        "SELECT 1 FROM messages WHERE folder = ? AND uidvalidity != ? LIMIT 1", (folder, validity)
+    ).fetchone()
+    return row is not None
+
+
+def _process(
+    mailbox: Mailbox,
+    store: Store,
+    folder: FolderRef,
+    validity: int,
+    uids: Sequence[int],
+    sync: SyncConfig,
+    now: datetime,
+    handle: Handler | None,
+    result: FolderResult,
+    *,
+    advance: bool = True,
+) -> None:
+    for fetched in mailbox.fetch(uids, sync.max_message_bytes):
+        _process_one(store, folder, validity, fetched, now, handle, result, advance)
+
+
+def _process_one(
+    store: Store,
+    folder: FolderRef,
+    validity: int,
+    fetched: Fetched,
+    now: datetime,
+    handle: Handler | None,
+    result: FolderResult,
+    advance: bool,
+) -> None:
+    def settle() -> None:
+        if advance:
+            store.set_position(folder.name, folder.role, validity, fetched.uid, True, now)
+
+    try:
+        message = parse_message(fetched.raw, truncated=fetched.truncated)
+    except MessageParseError as error:
+        message_id = synthetic_message_id(fetched.raw)
+        logger.warning(
+            "skipping unparsable message %s (%s UID %d): %s",
+            message_id,
+            folder.name,
+            fetched.uid,
+            error,
+        )
+        with store.transaction():
+            store.record_message(
+                folder.name,
+                validity,
+                fetched.uid,
+                fetched.size,
+                now,
+                message_id=message_id,
+                error=str(error),
+            )
+            settle()
+        result.unparsable += 1
+        return
+    try:
+        with store.transaction():
+            store.record_message(folder.name, validity, fetched.uid, fetched.size, now, message)
+            if handle is not None:
+                handle(store, folder, message, now)
+            settle()
+        result.recorded += 1
+    except (MailboxError, StorageError):
+        raise  # the cycle stops here; the message was not committed and is fetched again
+    except (NextroundError, Exception) as error:  # noqa: BLE001 - one bad message never stops the cycle
+        logger.error(
+            "failed to process %s (%s UID %d): %s\n%s",
+            message.message_id,
+            folder.name,
+            fetched.uid,
+            error,
+            traceback.format_exc(),
+        )
+        with store.transaction():
+            store.record_message(
+                folder.name,
+                validity,
+                fetched.uid,
+                fetched.size,
+                now,
+                message_id=message.message_id,
+                error=f"processing failed: {type(error).__name__}: {error}",
+                status="failed",
+            )
+            settle()
+        result.failed += 1

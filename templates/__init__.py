@@ -1,0 +1,1 @@
+"""Shipped jinja2 templates for drafts (text only; loaded with importlib.resources)."""

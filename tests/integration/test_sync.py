@@ -1,0 +1,227 @@
+"""Sync against a real Dovecot: only what is new, once, with the position kept per UIDVALIDITY."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from support import ConfigWriter, run_cli
+from dovecot import Dovecot, MailUser
+
+from nextround.classifier.message import Message
+from nextround.daemon.config import Config, load_config
+from nextround.daemon.errors import StorageError
+from nextround.daemon.session import Session, open_session
+from nextround.daemon.store import Store
+from nextround.daemon.sync import FolderRef, run_cycle
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+def mail(number: int, subject: str = "Hello", size: int = 0) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Person {number} <person{number}@example.com>"
+    message["To"] = "alex@example.org"
+    message["Subject"] = f"{subject} {number}"
+    message["Message-ID"] = f"<msg-{number}@example.com>"
+    message["Date"] = "Sat, 21 Nov 2026 10:00:00 +0000"
+    message.set_content(f"Body of message {number}.\n" + "x" * size)
+    return message.as_bytes()
+
+
+class Recorder:
+    """A handler that remembers what the cycle handed it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, store: Store, folder: FolderRef, message: Message, now: datetime) -> None:
+        self.seen.append((folder.role, message.message_id))
+
+
+@pytest.fixture
+def setup(
+    mailbox_user: MailUser, write_config: ConfigWriter
+) -> Iterator[tuple[Config, Store, MailUser]]:
+    config = load_config(write_config(mailbox_user))
+    store = Store.open(config.database_path)
+    yield config, store, mailbox_user
+    store.close()
+
+
+def cycle(config: Config, store: Store, handler: Recorder, now: datetime = NOW) -> None:
+    session: Session = open_session(config)
+    try:
+        run_cycle(session.mailbox, store, session.folders, config.sync, now, handler)
+    finally:
+        session.close()
+
+
+def recorded(store: Store, folder: str = "INBOX") -> list[str]:
+    rows = store.connection.execute(
+        "SELECT message_id FROM messages WHERE folder = ? ORDER BY uid", (folder,)
+    )
+    return [row[0] for row in rows]
+
+
+def test_cycle_fetches_new_mail_once(setup: tuple[Config, Store, MailUser]) -> None:
+    config, store, user = setup
+    for number in range(3):
+        user.append("INBOX", mail(number))
+    user.append("Sent", mail(100))
+    handler = Recorder()
+    cycle(config, store, handler)
+    assert handler.seen == [
+        ("inbox", "<msg-0@example.com>"),
+        ("inbox", "<msg-1@example.com>"),
+        ("inbox", "<msg-2@example.com>"),
+        ("sent", "<msg-100@example.com>"),
+    ]
+    cycle(config, store, handler)
+    assert len(handler.seen) == 4, "a second cycle with nothing new fetched something"
+
+    user.append("INBOX", mail(3))
+    cycle(config, store, handler)
+    assert handler.seen[4:] == [("inbox", "<msg-3@example.com>")]
+    assert recorded(store) == [f"<msg-{n}@example.com>" for n in range(4)]
+    position = store.position("INBOX")
+    assert position is not None and position.backfilled
+    assert position.last_uid == max(user.uids("INBOX"))
+
+
+def test_fetching_does_not_mark_mail_as_read(setup: tuple[Config, Store, MailUser]) -> None:
+    config, store, user = setup
+    user.append("INBOX", mail(1))
+    cycle(config, store, Recorder())
+    with user.client() as client:
+        client.select_folder("INBOX", readonly=True)
+        flags = client.get_flags(client.search(["ALL"]))
+    assert all(b"\\Seen" not in value for value in flags.values())
+
+
+def test_first_run_looks_back_backfill_days_only(setup: tuple[Config, Store, MailUser]) -> None:
+    config, store, user = setup
+    user.append("INBOX", mail(1), date=NOW - timedelta(days=45))
+    user.append("INBOX", mail(2), date=NOW - timedelta(days=2))
+    handler = Recorder()
+    cycle(config, store, handler)
+    assert handler.seen == [("inbox", "<msg-2@example.com>")]
+    # The old message is behind the position now: it is never fetched later either.
+    cycle(config, store, handler)
+    assert len(handler.seen) == 1
+
+
+def test_uidvalidity_change_resyncs_by_message_id(setup: tuple[Config, Store, MailUser]) -> None:
+    config, store, user = setup
+    for number in range(3):
+        user.append("Sent", mail(number))
+    handler = Recorder()
+    cycle(config, store, handler)
+    old_validity = user.uidvalidity("Sent")
+
+    # The server loses its index: the folder comes back with new UIDs and one new message.
+    user.delete_folder("Sent")
+    user.create_folder("Sent", special_use="\\Sent")
+    for number in (0, 1, 2, 3):
+        user.append("Sent", mail(number))
+    assert user.uidvalidity("Sent") != old_validity
+
+    cycle(config, store, handler)
+    sent = [message_id for role, message_id in handler.seen if role == "sent"]
+    assert sent == [f"<msg-{n}@example.com>" for n in (0, 1, 2, 3)], "a message was processed twice"
+    position = store.position("Sent")
+    assert position is not None and position.uidvalidity == user.uidvalidity("Sent")
+    assert len(recorded(store, "Sent")) == 4
+
+    cycle(config, store, handler)
+    assert len(handler.seen) == 4
+
+
+def test_unparsable_message_is_recorded_and_skipped(
+    setup: tuple[Config, Store, MailUser],
+) -> None:
+    config, store, user = setup
+    user.append("INBOX", mail(1))
+    user.append("INBOX", b"this is not a mail at all, just a line of text\r\n")
+    user.append("INBOX", mail(2))
+    handler = Recorder()
+    cycle(config, store, handler)
+    assert [message_id for _, message_id in handler.seen] == [
+        "<msg-1@example.com>",
+        "<msg-2@example.com>",
+    ]
+    row = store.connection.execute(
+        "SELECT status, error FROM messages WHERE status != 'parsed'"
+    ).fetchone()
+    assert row[0] == "unparsable" and "header" in row[1]
+    counts = {row.folder: row for row in store.folder_counts()}
+    assert counts["INBOX"].messages == 3 and counts["INBOX"].skipped == 1
+
+
+def test_a_crash_mid_cycle_loses_nothing_and_repeats_nothing(
+    setup: tuple[Config, Store, MailUser],
+) -> None:
+    config, store, user = setup
+    for number in range(4):
+        user.append("INBOX", mail(number))
+
+    class Crash(Recorder):
+        def __call__(self, store: Store, folder: FolderRef, message: Message, now: datetime) -> None:
+            if message.message_id == "<msg-2@example.com>":
+                raise StorageError("disk full (injected)")
+            super().__call__(store, folder, message, now)
+
+    crashing = Crash()
+    with pytest.raises(StorageError):
+        cycle(config, store, crashing)
+    assert crashing.seen == [("inbox", "<msg-0@example.com>"), ("inbox", "<msg-1@example.com>")]
+    assert recorded(store) == ["<msg-0@example.com>", "<msg-1@example.com>"]
+
+    handler = Recorder()
+    cycle(config, store, handler)
+    assert handler.seen == [
+        ("inbox", "<msg-2@example.com>"),
+        ("inbox", "<msg-3@example.com>"),
+    ]
+    assert recorded(store) == [f"<msg-{n}@example.com>" for n in range(4)]
+
+
+def test_oversized_message_is_fetched_as_a_bounded_prefix(
+    mailbox_user: MailUser, write_config: ConfigWriter
+) -> None:
+    config = load_config(write_config(mailbox_user, extra="[sync]\nmax_message_bytes = 65536\n"))
+    store = Store.open(config.database_path)
+    mailbox_user.append("INBOX", mail(1, size=300_000))
+    handler = Recorder()
+    cycle(config, store, handler)
+    assert handler.seen == [("inbox", "<msg-1@example.com>")]
+    size = store.connection.execute("SELECT size FROM messages").fetchone()[0]
+    assert size > 300_000
+    store.close()
+
+
+def test_once_and_status_from_the_command_line(
+    mailbox_user: MailUser, write_config: ConfigWriter
+) -> None:
+    path = write_config(mailbox_user)
+    mailbox_user.append("INBOX", mail(1))
+    result = run_cli("-c", str(path), "once", "--now", "2026-11-22T09:00:00Z")
+    assert result.code == 0, result.err
+    assert "inbox +1" in result.out and "sent +0" in result.out
+    status = run_cli("-c", str(path), "status", "--folders", "--json")
+    assert status.code == 0
+    folders = {row["role"]: row for row in json.loads(status.out)}
+    assert folders["inbox"]["messages"] == 1
+    assert folders["inbox"]["folder"] == "INBOX"
+    assert folders["sent"]["messages"] == 0
+    state = Path(load_config(path).database_path)
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert state.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_dovecot_fixture_is_real(dovecot: Dovecot) -> None:
+    assert dovecot.running

@@ -1,0 +1,148 @@
+"""Config parsing: the example loads, and every mistake names the file and the key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nextround.daemon.config import (
+    default_config_path,
+    default_state_dir,
+    is_loopback,
+    load_config,
+)
+from nextround.daemon.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = """
+[imap]
+host = "imap.example.org"
+username = "me@example.org"
+
+[identity]
+name = "Alex Doe"
+email = "me@example.org"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_loads_with_documented_defaults() -> None:
+    config = load_config(REPO / "config.example.toml")
+    assert config.imap.host == "imap.example.org"
+    assert config.imap.security == "tls"
+    assert config.imap.effective_port == 993
+    assert config.sync.backfill_days == 30
+    assert config.sync.max_message_bytes == 10_000_000
+    assert config.identity.name == "Alex Doe"
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.imap.inbox == "INBOX"
+    assert config.imap.drafts == ""
+    assert config.state.database == ""
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(AttributeError):
+        config.imap.host = "evil"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("username", "usrname"), '[imap] usrname: unknown key (did you mean "username"?)'),
+        (("[identity]", "[identiy]"), 'identiy: unknown section (did you mean "identity"?)'),
+        (('host = "imap.example.org"\n', ""), "[imap] host: required key is missing"),
+        (('security = "tls"', 'security = "ssl"'), "[imap] security: must be one of"),
+        (("port = 0", 'port = "993"'), "[imap] port: must be an integer, not a string"),
+        (("port = 0", "port = true"), "[imap] port: must be an integer, not a boolean"),
+        (("backfill_days = 30", "backfill_days = -1"), "[sync] backfill_days: must be 0 or more"),
+        (('email = "me@example.org"', 'email = "nobody"'), "[identity] email: not an email"),
+        (
+            ('security = "tls"', 'security = "plain"'),
+            "[imap] security: plain is only allowed to a loopback host",
+        ),
+        (("[sync]", "sync = 3\n[sync2]"), "sync2: unknown section"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    text = (REPO / "config.example.toml").read_text(encoding="utf-8")
+    old, new = edit
+    assert old in text
+    path = write(tmp_path, text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_both_password_sources_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'username = "me@example.org"',
+        'username = "me@example.org"\npassword_file = "pw"\npassword_command = "pass x"',
+    )
+    with pytest.raises(ConfigError, match="password_command: set either"):
+        load_config(write(tmp_path, text))
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[imap\nhost="))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[state]\ndatabase = "data/state.db"\n'
+    text = text.replace('username = "me@example.org"', 'username = "me"\nca_file = "ca.pem"')
+    config = load_config(write(tmp_path, text))
+    assert config.database_path == tmp_path / "data" / "state.db"
+    assert config.imap.ca_file == str(tmp_path / "ca.pem")
+
+
+def test_default_locations_follow_xdg_and_systemd() -> None:
+    env = {"HOME": "/home/a", "XDG_CONFIG_HOME": "/cfg", "XDG_STATE_HOME": "/st"}
+    assert default_config_path(env) == Path("/cfg/nextround/config.toml")
+    assert default_state_dir(env) == Path("/st/nextround")
+    assert default_config_path({"HOME": "/home/a"}) == Path("/home/a/.config/nextround/config.toml")
+    assert default_state_dir({"HOME": "/home/a"}) == Path("/home/a/.local/state/nextround")
+    assert default_config_path({**env, "NEXTROUND_CONFIG": "/x.toml"}) == Path("/x.toml")
+    systemd = {**env, "CONFIGURATION_DIRECTORY": "/etc/nextround", "STATE_DIRECTORY": "/var/lib/n"}
+    assert default_config_path(systemd) == Path("/etc/nextround/config.toml")
+    assert default_state_dir(systemd) == Path("/var/lib/n")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("imap.example.org", False),
+        ("10.0.0.1", False),
+        ("localhost.evil.org", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_repr_holds_no_secret(tmp_path: Path) -> None:
+    os.environ.pop("NEXTROUND_IMAP_PASSWORD", None)
+    config = load_config(write(tmp_path, MINIMAL))
+    assert "password" not in repr(config).replace("password_file", "").replace(
+        "password_command", ""
+    )

@@ -1,0 +1,142 @@
+"""Parsing into the typed record: a table of real-world shapes, and hostile values folded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from nextround.daemon.errors import MessageParseError
+from nextround.daemon.parse import (
+    header_message_id,
+    html_to_text,
+    parse_message,
+    synthetic_message_id,
+)
+
+PLAIN = b"""From: Jane Doe <Jane.Doe@Acme.com>
+To: Alex <alex@example.org>
+Reply-To: Recruiting <talent@acme.com>
+Subject: Your application
+Message-ID: <m1@acme.com>
+In-Reply-To: <a@x>
+References: <root@x> <a@x>
+Date: Tue, 03 Nov 2026 10:00:00 +0100
+List-Unsubscribe: <mailto:u@acme.com>
+Auto-Submitted: auto-generated
+X-Nextround-Application: 7 request
+Content-Type: text/plain; charset=utf-8
+
+Thank you for applying.
+"""
+
+HTML_ONLY = b"""From: hr@acme.com
+Subject: =?utf-8?q?Ihre_Bewerbung_=E2=80=93_Absage?=
+Message-ID: <m2@acme.com>
+Content-Type: text/html; charset=utf-8
+
+<html><head><style>p{color:red}</style><script>alert(1)</script></head>
+<body><p>Sehr geehrte Frau M&uuml;ller,</p><p>leider <b>nicht</b>.</p></body></html>
+"""
+
+INJECTION = (
+    b"From: =?utf-8?q?Evil=0D=0ABcc:_x@evil.org?= <hr@acme.com>\r\n"
+    b"Subject: =?utf-8?b?"
+    + __import__("base64").b64encode("Hi\r\nBcc: victim@evil.org".encode())
+    + b"?=\r\nMessage-ID: <m3@acme.com>\r\n\r\nbody\r\n"
+)
+
+
+def test_plain_message_fields() -> None:
+    message = parse_message(PLAIN)
+    assert message.message_id == "<m1@acme.com>"
+    assert message.from_ is not None
+    assert message.from_.email == "jane.doe@acme.com"
+    assert message.from_.name == "Jane Doe"
+    assert [str(address) for address in message.reply_to] == ["Recruiting <talent@acme.com>"]
+    assert [address.email for address in message.to] == ["alex@example.org"]
+    assert message.subject == "Your application"
+    assert message.date == datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+    assert message.in_reply_to == ("<a@x>",)
+    assert message.references == ("<root@x>", "<a@x>")
+    assert message.thread_ids == ("<a@x>", "<root@x>")
+    assert message.text.strip() == "Thank you for applying."
+    assert message.auto_submitted == "auto-generated"
+    assert message.list_headers == {"list-unsubscribe": "<mailto:u@acme.com>"}
+    assert message.headers["x-nextround-application"] == "7 request"
+
+
+def test_html_only_becomes_text() -> None:
+    message = parse_message(HTML_ONLY)
+    assert message.subject == "Ihre Bewerbung – Absage"
+    assert "Sehr geehrte Frau Müller," in message.text
+    assert "leider nicht ." in message.text or "leider nicht." in message.text
+    assert "alert" not in message.text
+    assert "color" not in message.text
+
+
+def test_cr_lf_in_encoded_words_never_survive() -> None:
+    message = parse_message(INJECTION)
+    assert "\r" not in message.subject and "\n" not in message.subject
+    assert message.subject == "Hi Bcc: victim@evil.org"
+    assert message.from_ is not None
+    assert "\n" not in message.from_.name and "\r" not in message.from_.name
+
+
+def test_missing_message_id_gets_a_stable_synthetic_one() -> None:
+    raw = b"From: a@b.c\nSubject: hello\n\nbody\n"
+    first = parse_message(raw).message_id
+    assert first.endswith("@nextround.invalid>")
+    assert parse_message(raw).message_id == first
+    assert synthetic_message_id(raw) == first
+    assert header_message_id(b"From: a@b.c\nSubject: hello\n\n") == first
+
+
+def test_header_message_id_matches_the_parser() -> None:
+    header = PLAIN.split(b"\n\n", 1)[0] + b"\n\n"
+    assert header_message_id(header) == parse_message(PLAIN).message_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty message"),
+        (b"   \r\n  ", "empty message"),
+        (b"just some text without any header at all\n", "no"),
+    ],
+)
+def test_unparsable(raw: bytes, reason: str) -> None:
+    with pytest.raises(MessageParseError, match=reason):
+        parse_message(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "check"),
+    [
+        # A declared boundary that never appears.
+        (
+            b"From: a@b.c\nMessage-ID: <b@x>\nContent-Type: multipart/mixed; boundary=zzz\n\nhi\n",
+            "<b@x>",
+        ),
+        # An unknown charset.
+        (b"From: a@b.c\nMessage-ID: <c@x>\nContent-Type: text/plain; charset=x-nope\n\nhi\n", "<c@x>"),
+        # Invalid base64.
+        (
+            b"From: a@b.c\nMessage-ID: <d@x>\nContent-Transfer-Encoding: base64\n\n!!!not base64\n",
+            "<d@x>",
+        ),
+        # Raw 8-bit bytes in a header.
+        (b"From: J\xf6rg <j@x.de>\nMessage-ID: <e@x>\nSubject: Gr\xfc\xdfe\n\nhi\n", "<e@x>"),
+    ],
+)
+def test_broken_mail_still_parses(raw: bytes, check: str) -> None:
+    assert parse_message(raw).message_id == check
+
+
+def test_unparseable_date_is_none() -> None:
+    assert parse_message(b"From: a@b.c\nDate: yesterday-ish\n\nx").date is None
+
+
+def test_html_to_text_blocks() -> None:
+    text = html_to_text("<div>a</div><div>b<br>c</div>")
+    assert [line for line in text.splitlines() if line] == ["a", "b", "c"]
