@@ -15,10 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nextround.daemon.config import Config, default_config_path, load_config
+from nextround.daemon.config import (
+    DEFAULT_THRESHOLD,
+    Config,
+    default_config_path,
+    default_state_dir,
+    load_config,
+)
 from nextround.daemon.credentials import describe_password_source
 from nextround.daemon.errors import ConfigError, NextroundError, UsageError
 from nextround.daemon.store import Store
+from nextround.daemon.training import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
         "show what nextround tracks",
         "nextround status --folders --json",
     )
+    classify = add(
+        "classify",
+        cmd_classify,
+        "classify message files (RFC 822; - reads one from stdin) and say what nextround sees",
+        "nextround classify --json ~/Downloads/rejection.eml",
+    )
+    classify.add_argument("paths", nargs="+", metavar="PATH", help="message file, or - for stdin")
+    classify.add_argument("--json", action="store_true", help="one JSON object per line")
+    classify.add_argument(
+        "--explain", action="store_true", help="show the features that weighed most"
+    )
+    add(
+        "train",
+        cmd_train,
+        "train the classifier from the shipped corpus plus your own examples",
+        "nextround train",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
         "--folders",
@@ -145,6 +169,25 @@ def parse_now(text: str) -> datetime:
 def load(args: argparse.Namespace) -> Config:
     path: Path = args.config or default_config_path()
     return load_config(path.expanduser())
+
+
+def load_optional(args: argparse.Namespace) -> Config | None:
+    """The config when one was named or exists; commands that work offline accept none."""
+    if args.config is not None or os.environ.get("NEXTROUND_CONFIG"):
+        return load(args)
+    path = default_config_path()
+    return load_config(path) if path.exists() else None
+
+
+def model_settings(config: Config | None) -> ModelSettings:
+    if config is None:
+        return ModelSettings(state_dir=default_state_dir(), threshold=DEFAULT_THRESHOLD)
+    extra = config.classifier.extra_examples
+    return ModelSettings(
+        state_dir=config.state_dir,
+        threshold=config.classifier.threshold,
+        extra_examples=Path(extra) if extra else None,
+    )
 
 
 def open_store(config: Config) -> Store:
@@ -230,6 +273,80 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\nskipped messages (newest first):")
         for folder_name, uid, message_id, error in skipped:
             print(f"  {folder_name} UID {uid} {message_id}: {error}")
+    return EXIT_OK
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from nextround.classifier.analyse import analyse
+    from nextround.daemon.parse import parse_message
+    from nextround.daemon.training import get_model
+
+    config = load_optional(args)
+    model = get_model(model_settings(config))
+    user = [config.identity.email] if config else []
+    paths: list[str] = args.paths
+    if paths.count("-") > 1:
+        raise UsageError("- (stdin) can be given once")
+    rows: list[dict[str, Any]] = []
+    # Chunks keep memory bounded for thousands of files while still predicting in batches.
+    for start in range(0, len(paths), 256):
+        chunk = paths[start : start + 256]
+        parsed: list[tuple[int, Any]] = []
+        results: list[dict[str, Any]] = []
+        for index, path in enumerate(chunk):
+            try:
+                raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+                parsed.append((index, parse_message(raw)))
+                results.append({"path": path})
+            except OSError as error:
+                results.append({"path": path, "error": f"cannot read: {error.strerror}"})
+            except NextroundError as error:
+                results.append({"path": path, "error": str(error)})
+        analyses = analyse([message for _, message in parsed], model, user_addresses=user)
+        for (index, message), analysis in zip(parsed, analyses, strict=True):
+            results[index].update(analysis.as_json())
+            if args.explain:
+                results[index]["explain"] = [
+                    [name, round(weight, 4)] for name, weight in model.explain(message)
+                ]
+        rows.extend(results)
+        if args.json:
+            for row in results:
+                print(json.dumps(row, ensure_ascii=False))
+    if not args.json:
+        print_classification_table(rows, args.explain)
+    return EXIT_OK
+
+
+def print_classification_table(rows: list[dict[str, Any]], explain: bool) -> None:
+    print(f"{'LABEL':<10} {'SCORE':>5} {'STAGE':<11} {'COMPANY':<22} {'REPLY-TO':<28} PATH")
+    for row in rows:
+        if "error" in row:
+            print(f"{'error':<10} {'':>5} {'':<11} {'':<22} {'':<28} {row['path']}: {row['error']}")
+            continue
+        print(
+            f"{row['label']:<10} {row['score']:>5.2f} {row['stage'] or '-':<11} "
+            f"{(row['company'] or '-')[:22]:<22} {(row['reply_to'] or '-')[:28]:<28} {row['path']}"
+        )
+        if row["role"]:
+            print(f"{'':<10} {'':>5} role: {row['role']}")
+        if row["no_feedback_policy"]:
+            print(f"{'':<10} {'':>5} says it gives no individual feedback")
+        if explain:
+            for name, weight in row["explain"]:
+                print(f"{'':<10} {'':>5}   {weight:+.3f}  {name}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nextround.daemon.training import train_and_save
+
+    _, report = train_and_save(model_settings(load_optional(args)))
+    labels = ", ".join(f"{count} {label}" for label, count in report.by_label.items())
+    print(f"trained on {report.examples} examples ({labels}) in {report.seconds:.1f} s")
+    print(f"your own examples: {report.user_examples}; skipped: {len(report.skipped)}")
+    for problem in report.skipped:
+        print(f"  skipped {problem}")
+    print(f"model: {report.path} (fingerprint {report.fingerprint})")
     return EXIT_OK
 
 

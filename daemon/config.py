@@ -11,10 +11,12 @@ import difflib
 import ipaddress
 import logging
 import os
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,7 @@ from nextround.daemon.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_THRESHOLD = 0.5
 Security = Literal["tls", "starttls", "plain"]
 Auth = Literal["login", "oauth2"]
 
@@ -65,12 +68,49 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class ClassifierConfig:
+    # The score from which a mail counts as a rejection; the default is the lowest value at
+    # which the held-out evaluation kept precision at 0.98 or more (see README).
+    threshold: float = DEFAULT_THRESHOLD
+    extra_examples: str = ""
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    # Durations are strings like "7d", "36h", "90m" (days, hours, minutes, seconds).
+    follow_up_after: str = "7d"
+    close_after: str = "7d"
+    send_within: str = "3d"
+    stages: tuple[str, ...] = ("interview", "application")
+
+    @property
+    def follow_up_delay(self) -> timedelta:
+        return parse_duration(self.follow_up_after)
+
+    @property
+    def close_delay(self) -> timedelta:
+        return parse_duration(self.close_after)
+
+    @property
+    def send_delay(self) -> timedelta:
+        return parse_duration(self.send_within)
+
+
+@dataclass(frozen=True)
+class TemplatesConfig:
+    dir: str = ""  # a file here with a shipped template's name overrides it
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     imap: ImapConfig
     identity: IdentityConfig
     sync: SyncConfig = field(default_factory=SyncConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
 
     @property
     def database_path(self) -> Path:
@@ -89,8 +129,17 @@ SECTIONS: dict[str, type] = {
     "identity": IdentityConfig,
     "sync": SyncConfig,
     "state": StateConfig,
+    "classifier": ClassifierConfig,
+    "lifecycle": LifecycleConfig,
+    "templates": TemplatesConfig,
 }
-_PATH_KEYS = {("imap", "password_file"), ("imap", "ca_file"), ("state", "database")}
+_PATH_KEYS = {
+    ("imap", "password_file"),
+    ("imap", "ca_file"),
+    ("state", "database"),
+    ("classifier", "extra_examples"),
+    ("templates", "dir"),
+}
 
 
 def default_config_path(environ: typing.Mapping[str, str] | None = None) -> Path:
@@ -242,8 +291,33 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{path}: [identity] email: not an email address")
     if config.sync.backfill_days < 0:
         raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")
+    if not 0.0 < config.classifier.threshold < 1.0:
+        raise ConfigError(f"{path}: [classifier] threshold: must be between 0 and 1")
+    for key in ("follow_up_after", "close_after", "send_within"):
+        try:
+            parse_duration(getattr(config.lifecycle, key))
+        except ValueError as error:
+            raise ConfigError(f"{path}: [lifecycle] {key}: {error}") from None
+    for stage in config.lifecycle.stages:
+        if stage not in ("interview", "application"):
+            raise ConfigError(
+                f"{path}: [lifecycle] stages: {stage!r} is not interview or application"
+            )
     if config.sync.max_message_bytes < 64 * 1024:
         raise ConfigError(f"{path}: [sync] max_message_bytes: must be at least 65536")
+
+
+_DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """ "7d", "36h", "1d12h", "90m", "30s" -> timedelta."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not compact or "".join(number + unit for number, unit in parts) != compact:
+        raise ValueError(f"not a duration: {text!r} (examples: 7d, 36h, 90m)")
+    return timedelta(**{_UNITS[unit]: int(number) for number, unit in parts})
 
 
 def is_loopback(host: str) -> bool:

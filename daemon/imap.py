@@ -28,7 +28,7 @@ from nextround.daemon.errors import (
     MailboxError,
     TlsError,
 )
-from nextround.daemon.mailbox import Fetched, FolderInfo, FolderStatus
+from nextround.daemon.mailbox import HEADER_FIELDS, Fetched, FolderInfo, FolderStatus
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class ImapMailbox:
             raw = data.get(b"BODY[]<0>")
             if raw is None:
                 raw = data.get(b"BODY[]", b"")
-            yield Fetched(uid=uid, raw=bytes(raw), size=max(sizes[uid], len(raw)))
+            yield Fetched(uid=uid, raw=bytes(raw), size=sizes[uid], limit=max_bytes)
 
     def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
         result: dict[int, bytes] = {}
@@ -216,6 +216,32 @@ class ImapMailbox:
             response = self.client.append(folder, raw, flags=tuple(flags), msg_time=when)
         match = _APPENDUID.search(response if isinstance(response, bytes) else b"")
         return int(match.group(2)) if match else None
+
+    def search_header(self, folder: str, name: str, value: str) -> dict[int, bytes]:
+        self.select(folder)
+        with self._errors(f"searching {folder}"):
+            uids = self.client.search(["HEADER", name, value])
+        return self._header_fields(sorted(uids))
+
+    def folder_headers(self, folder: str) -> dict[int, bytes]:
+        status = self.select(folder)
+        if status.messages == 0:
+            return {}
+        with self._errors(f"listing {folder}"):
+            uids = self.client.search(["ALL"])
+        return self._header_fields(sorted(uids))
+
+    def _header_fields(self, uids: list[int]) -> dict[int, bytes]:
+        item = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]".encode()
+        result: dict[int, bytes] = {}
+        for start in range(0, len(uids), SIZE_QUERY_CHUNK):
+            with self._errors("fetching headers"):
+                response = self.client.fetch(uids[start : start + SIZE_QUERY_CHUNK], [item])
+            for uid, data in response.items():
+                # The server names the item back in its own spelling; take the one BODY[...].
+                values = [value for key, value in data.items() if key.startswith(b"BODY[")]
+                result[uid] = bytes(values[0]) if values else b""
+        return result
 
     def noop(self) -> None:
         with self._errors("checking the connection"):

@@ -31,11 +31,12 @@ class FolderStatus:
 class Fetched:
     uid: int
     raw: bytes
-    size: int  # the full size on the server; larger than len(raw) when truncated
+    size: int  # RFC822.SIZE as the server reports it (some servers only approximate it)
+    limit: int  # the most bytes that were asked for
 
     @property
     def truncated(self) -> bool:
-        return self.size > len(self.raw)
+        return len(self.raw) >= self.limit
 
 
 class Mailbox(Protocol):
@@ -71,9 +72,22 @@ class Mailbox(Protocol):
         """Store a message; return its UID when the server says (APPENDUID)."""
         ...
 
+    def search_header(self, folder: str, name: str, value: str) -> dict[int, bytes]:
+        """Messages in `folder` whose header `name` contains `value` (case-insensitive
+        substring, as IMAP SEARCH defines it), with their header block of `HEADER_FIELDS`."""
+        ...
+
+    def folder_headers(self, folder: str) -> dict[int, bytes]:
+        """`HEADER_FIELDS` of every message in `folder` (for Drafts, which stays small)."""
+        ...
+
     def noop(self) -> None: ...
 
     def logout(self) -> None: ...
+
+
+# What nextround needs to recognise its own drafts and their sent copies.
+HEADER_FIELDS = ("MESSAGE-ID", "IN-REPLY-TO", "REFERENCES", "X-NEXTROUND-APPLICATION", "TO", "SUBJECT")
 
 
 # Names clients and providers use when the server does not announce SPECIAL-USE (RFC 6154).

@@ -7,18 +7,20 @@ that follows it are committed together or not at all.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nextround.classifier.message import Message
+from nextround.classifier.message import Address, Message
+from nextround.classifier.verdict import Analysis
 from nextround.daemon.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -239,6 +241,56 @@ class Store:
                 (folder, uidvalidity, uid, *values, size, now.isoformat()),
             )
         return int(cursor.lastrowid or 0)
+
+    def save_analysis(self, row_id: int, analysis: Analysis) -> None:
+        with storage_errors("recording a classification"):
+            self.connection.execute(
+                "UPDATE messages SET label = ?, score = ?, stage = ?, company = ?, role = ?, "
+                "reply_to = ?, no_feedback = ? WHERE id = ?",
+                (
+                    analysis.label,
+                    analysis.score,
+                    analysis.stage,
+                    analysis.company,
+                    analysis.role,
+                    analysis.reply_to,
+                    int(analysis.no_feedback_policy),
+                    row_id,
+                ),
+            )
+
+    def remember_contact(
+        self, address: Address, company_key: str, message_id: str, now: datetime
+    ) -> None:
+        with storage_errors("recording a contact"):
+            self.connection.execute(
+                "INSERT INTO contacts (email, name, company_key, domain, last_seen_at, message_id) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
+                "name = excluded.name, company_key = CASE WHEN excluded.company_key != '' "
+                "THEN excluded.company_key ELSE contacts.company_key END, "
+                "last_seen_at = excluded.last_seen_at, message_id = excluded.message_id",
+                (
+                    address.email,
+                    address.name,
+                    company_key,
+                    address.domain,
+                    now.isoformat(),
+                    message_id,
+                ),
+            )
+
+    def earlier_contacts(self, company_key: str, domains: Sequence[str]) -> list[Address]:
+        """People who wrote before about this company (or from its domain), newest first."""
+        if not company_key and not domains:
+            return []
+        with storage_errors("reading contacts"):
+            rows = self.connection.execute(
+                "SELECT name, email FROM contacts WHERE (company_key != '' AND company_key = ?) "
+                "OR domain IN (SELECT value FROM json_each(?)) "
+                "ORDER BY last_seen_at DESC, rowid DESC LIMIT 5",
+                (company_key, json.dumps(list(domains))),
+            ).fetchall()
+        return [Address(name=name, email=email) for name, email in rows]
 
     def folder_counts(self) -> list[FolderCounts]:
         with storage_errors("reading folder counts"):

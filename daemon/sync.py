@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 # Called inside the transaction that records the message: whatever it writes to the store
 # commits together with the message and the new sync position.
-Handler = Callable[[Store, "FolderRef", Message, datetime], None]
+# Arguments: the store, the folder, the parsed message, its row id in `messages`, and now.
+Handler = Callable[[Store, "FolderRef", Message, int, datetime], None]
 
 WATCHED_ROLES = ("inbox", "sent")
 
@@ -244,9 +245,11 @@ def _process_one(
         return
     try:
         with store.transaction():
-            store.record_message(folder.name, validity, fetched.uid, fetched.size, now, message)
+            row_id = store.record_message(
+                folder.name, validity, fetched.uid, fetched.size, now, message
+            )
             if handle is not None:
-                handle(store, folder, message, now)
+                handle(store, folder, message, row_id, now)
             settle()
         result.recorded += 1
     except (MailboxError, StorageError):

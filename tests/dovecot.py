@@ -1,49 +1,63 @@
 """A real Dovecot IMAP server for tests and benchmarks.
 
 This module has no pytest dependency: benchmark scripts can use it after
-``sys.path.insert(0, "<repo>/tests")``.
+``sys.path.insert(0, "<repo>/tests")``.  The pytest fixtures are in
+``tests/conftest.py``.
 
 Usage::
 
-    with Dovecot.start() as server:          # or: server = Dovecot.start(); ...; server.close()
+    with Dovecot.start() as server:  # or: server = Dovecot.start(); ...; server.close()
         uid = server.append("INBOX", raw_message)
-        with server.client() as imap:        # logged-in imapclient.IMAPClient
+        with server.client() as imap:  # logged-in imapclient.IMAPClient
             imap.select_folder("INBOX")
+        server.restart()  # same ports, users and mail; open connections drop
 
-``Dovecot.start(workdir=None, *, ssl=True)`` generates a config, a test CA
-plus a server certificate, a passwd-file with one user, and runs
-``dovecot -F -c <conf>`` as a child process.  It returns once the IMAP
-greeting can be read on every listener.
+``Dovecot.start(workdir=None, *, ssl=True)`` writes a config, a test CA and
+a server certificate into a temp dir, and runs ``dovecot -F -c <conf>`` as a
+child process in its own process group.  It returns once the IMAP greeting
+can be read on every listener (at most ~20 s, else ``DovecotError`` with the
+tail of the Dovecot log).  ``stop()`` ends every Dovecot process and waits.
 
-Listeners (all loopback):
+Listeners, all on loopback:
 
-* ``host``/``port_plain`` -- 127.0.0.1, IMAP with STARTTLS offered.  LOGIN
-  works without STARTTLS (``disable_plaintext_auth = no``).
-* ``host``/``port_tls`` -- 127.0.0.1, implicit TLS (imaps).
-* ``host_nostarttls``/``port_nostarttls`` -- 127.0.0.2, plain IMAP where
-  STARTTLS is *not* offered.  Dovecot 2.3 has no per-listener ``ssl``
-  setting for plain listeners, but it does have ``local <ip> { ssl = no }``,
-  so this listener lives on a second loopback address.
+* ``host``:``port_plain`` (127.0.0.1) -- IMAP that offers STARTTLS; LOGIN
+  also works without it (``disable_plaintext_auth = no``).
+* ``host``:``port_tls`` (127.0.0.1) -- implicit TLS (imaps).
+* ``host_nostarttls``:``port_nostarttls`` (127.0.0.2) -- IMAP that does not
+  offer STARTTLS.  Dovecot 2.3 has no per-listener ``ssl`` switch for plain
+  listeners, but it filters settings by local IP (``local 127.0.0.2 { ssl =
+  no }``), so this listener sits on a second loopback address (Linux routes
+  all of 127/8 to lo).
 * ``Dovecot.start(ssl=False)`` starts an instance with ``ssl = no``: no
-  STARTTLS anywhere, and ``port_tls`` is ``None``.
+  STARTTLS on any listener, ``port_tls`` and ``ca_file`` are ``None``.
 
-TLS: ``ca_file`` is a self-signed test CA (PEM) which signed the server
-certificate (CN ``localhost``, SAN ``DNS:localhost, IP:127.0.0.1,
-IP:127.0.0.2``).  A separate CA + leaf (rather than one self-signed leaf)
-keeps strict verifiers such as Python 3.13's ``VERIFY_X509_STRICT`` happy.
+TLS: ``ca_file`` is a self-signed test CA (PEM) that signed the server
+certificate (CN ``localhost``; SAN ``DNS:localhost``, ``IP:127.0.0.1``,
+``IP:127.0.0.2``).  Clients that trust ``ca_file`` verify the server;
+clients using the system store fail.  A CA plus a leaf, rather than one
+self-signed leaf, also satisfies strict verifiers such as Python 3.13's
+``VERIFY_X509_STRICT``.  ``ssl_context()`` returns a client context.
 
-Users and the mail store: the default user is ``username``/``password``
-(``alex@example.org`` and a random password); ``add_user()`` adds more,
-each with its own Maildir under ``<workdir>/mail/<user>/Maildir``.  Folders
-INBOX, Drafts (\\Drafts), Sent (\\Sent), Trash (\\Trash) and Junk (\\Junk)
-exist and are subscribed for every user.  The hierarchy separator is ``/``
-(Maildir++ layout on disk).
+Users: the default user is ``username``/``password`` (``alex@example.org``
+and a random password).  ``add_user()`` adds more at any time, each with
+its own empty Maildir; ``set_password()`` changes one.  Every user has
+INBOX, Drafts (\\Drafts), Sent (\\Sent), Trash (\\Trash) and Junk (\\Junk),
+auto-created and subscribed, and LIST reports the special-use flags (also
+via ``LIST ... RETURN (SPECIAL-USE)``).  The hierarchy separator is ``/``;
+on disk the layout is Maildir++ (``Maildir/.Parent.Child``).
 
-Privileges: when run as root, Dovecot's login processes run as ``dovenull``,
-internal processes as ``dovecot`` (both come with dovecot-core), and mail is
-accessed as the system user ``nextroundmail``, which is created with
-``useradd --system`` if missing.  When not root, everything runs as the
-current user.
+Helpers, on ``MailUser`` and (for the default user) on ``Dovecot``; each
+opens its own short-lived IMAP connection: ``client()``, ``append()``,
+``create_folder()``, ``delete_folder()``, ``folders()``, ``uids()``,
+``fetch_raw()``, ``uidvalidity()``, ``exists()`` and ``seed_maildir()``, a
+bulk loader that writes Maildir files directly (100,000 messages in a few
+seconds).
+
+Privileges: as root, Dovecot's login processes run as ``dovenull``, its
+internal processes as ``dovecot`` (both created by the dovecot-core
+package), and mail is accessed as the system user ``nextroundmail``, which
+is created with ``useradd --system`` when missing.  Not as root, everything
+runs as the current user.
 """
 
 from __future__ import annotations
@@ -61,7 +75,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -81,6 +95,7 @@ __all__ = [
     "DovecotNotInstalledError",
     "MailUser",
     "find_dovecot_binary",
+    "live_group_members",
 ]
 
 DEFAULT_USERNAME = "alex@example.org"
@@ -268,7 +283,7 @@ class MailUser:
     @property
     def maildir(self) -> Path:
         """Root of this user's Maildir (INBOX lives here; Maildir++ layout)."""
-        return self.server.workdir / "mail" / self.username / "Maildir"
+        return self.server.mail_root / self.username / "Maildir"
 
     def client(self, *, tls: bool = False) -> imapclient.IMAPClient:
         """Return a logged-in IMAPClient (plain port, or implicit TLS if ``tls``).
@@ -360,10 +375,11 @@ class MailUser:
     def fetch_raw(self, folder: str) -> dict[int, bytes]:
         """Return ``{uid: full RFC 822 bytes}`` for every message in ``folder``."""
         with self._session() as client:
-            info = client.select_folder(folder, readonly=True)
-            if int(info[b"EXISTS"]) == 0:
+            client.select_folder(folder, readonly=True)
+            uids = client.search("ALL")
+            if not uids:
                 return {}
-            fetched = client.fetch("1:*", [b"BODY.PEEK[]"])
+            fetched = client.fetch(uids, [b"BODY.PEEK[]"])
             return {int(uid): data[b"BODY[]"] for uid, data in fetched.items()}
 
     def uidvalidity(self, folder: str) -> int:
@@ -391,7 +407,8 @@ class MailUser:
         Much faster than APPEND (100,000 small messages take a few seconds);
         Dovecot assigns UIDs, in iteration order, on the next access to the
         folder.  The folder is created over IMAP first if it does not exist.
-        Returns the number of messages written.
+        Messages should use CRLF line ends, as over IMAP.  ``seen`` marks
+        them \\Seen.  Returns the number of messages written.
         """
         path = self.folder_path(folder)
         if not (path / "cur").is_dir():
@@ -404,7 +421,7 @@ class MailUser:
         if not cur.is_dir():
             raise DovecotError(f"Dovecot did not create {cur}")
         uid, gid = self.server.identity.mail_uid, self.server.identity.mail_gid
-        chown = os.geteuid() == 0
+        chown = self.server.identity.as_root
         info = ":2,S" if seen else ":2,"
         # Dovecot orders new files by the <secs>.M<usecs> prefix, so a
         # strictly increasing usecs field keeps the iteration order as UID
@@ -413,16 +430,23 @@ class MailUser:
         tag = f"P{os.getpid()}R{secrets.token_hex(4)}"
         host = socket.gethostname().replace("/", "_").replace(":", "_")
         count = 0
-        for count, raw in enumerate(messages, start=1):
-            # S=<size> lets Dovecot skip a stat() per message.
-            name = f"{stamp}.M{count}{tag}.{host},S={len(raw)}{info}"
-            fd = os.open(cur / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, raw)
-                if chown:
-                    os.fchown(fd, uid, gid)
-            finally:
-                os.close(fd)
+        cur_fd = os.open(cur, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for count, raw in enumerate(messages, start=1):
+                # S=<size> lets Dovecot skip a stat() per message.
+                name = f"{stamp}.M{count}{tag}.{host},S={len(raw)}{info}"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                fd = os.open(name, flags, 0o600, dir_fd=cur_fd)
+                try:
+                    view = memoryview(raw)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if chown:
+                        os.fchown(fd, uid, gid)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(cur_fd)
         return count
 
 
@@ -449,16 +473,24 @@ class Dovecot:
         self.binary = find_dovecot_binary()
         self.identity = _Identity.detect()
         self.ssl_enabled = ssl
+        self._proc: subprocess.Popen[bytes] | None = None
         self._own_workdir = workdir is None
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="nextround-dovecot-"))
         self.workdir = workdir.resolve()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        # Dovecot's unprivileged processes must traverse it (mkdtemp gives 0700).
-        self.workdir.chmod(0o755)
         # Unix socket paths are limited to ~108 bytes, so base_dir gets its
         # own short path even if workdir is deep inside some tmp tree.
         self.base_dir = Path(tempfile.mkdtemp(prefix="dc-"))
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Dovecot's unprivileged processes must traverse these (mkdtemp gives 0700).
+        self.workdir.chmod(0o755)
         self.base_dir.chmod(0o755)
         self.config_path = self.workdir / "dovecot.conf"
         self.log_path = self.workdir / "dovecot.log"
@@ -472,15 +504,14 @@ class Dovecot:
             os.chown(self.mail_root, self.identity.mail_uid, self.identity.mail_gid)
 
         self.port_plain = _free_port(HOST)
-        self.port_tls: int | None = _free_port(HOST) if ssl else None
+        self.port_tls: int | None = _free_port(HOST) if self.ssl_enabled else None
         self.port_nostarttls = _free_port(HOST_NOSTARTTLS)
         self.ca_file: Path | None = None
         self._cert: Path | None = None
         self._key: Path | None = None
-        if ssl:
+        if self.ssl_enabled:
             self.ca_file, self._cert, self._key = _generate_certificates(self.workdir / "ssl")
 
-        self._proc: subprocess.Popen[bytes] | None = None
         self._users: dict[str, str] = {}
         self._special_use: dict[str, str] = dict(SPECIAL_FOLDERS)
         self._config_generation = 0
@@ -586,6 +617,12 @@ namespace inbox {{
 {mailboxes}}}
 protocol imap {{
   mail_max_userip_connections = 1000
+}}
+# No growing 2..15 s delays after failed logins from the same IP.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -784,7 +821,10 @@ local {HOST_NOSTARTTLS} {{
         if proc is None:
             return
         if proc.poll() is None:
-            proc.terminate()
+            # SIGTERM to the master alone takes a second (it waits for its
+            # log process); the whole group shuts down in milliseconds.
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -888,7 +928,7 @@ local {HOST_NOSTARTTLS} {{
         return self.default_user.seed_maildir(folder, messages, seen=seen)
 
 
-def _live_group_members(pgid: int) -> list[int]:
+def live_group_members(pgid: int) -> list[int]:
     """PIDs in process group ``pgid`` that are not zombies (Linux /proc)."""
     members = []
     for entry in Path("/proc").iterdir():
@@ -916,7 +956,7 @@ def _kill_process_group(pgid: int) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return  # group is gone (PermissionError: the id was recycled)
-        if not Path("/proc").is_dir() or not _live_group_members(pgid):
+        if not Path("/proc").is_dir() or not live_group_members(pgid):
             return
         if time.monotonic() > deadline:
             raise DovecotError(f"Dovecot processes in group {pgid} did not exit")

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import imapclient
 import pytest
+from dovecot import SPECIAL_FOLDERS, Dovecot, DovecotError, MailUser, live_group_members
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, LoginError
-
-from dovecot import SPECIAL_FOLDERS, Dovecot, DovecotError, MailUser, _live_group_members
+from imapclient.imapclient import DRAFTS, SENT
 
 
 def message(n: int, subject: str = "harness") -> bytes:
@@ -35,7 +35,9 @@ def peer_subject_alt_names(client: imapclient.IMAPClient) -> set[tuple[str, str]
     assert isinstance(sock, ssl.SSLSocket)
     cert = sock.getpeercert()
     assert cert is not None
-    return {(str(kind), str(value)) for kind, value in cert["subjectAltName"]}
+    names = cert["subjectAltName"]
+    assert isinstance(names, tuple)
+    return {(str(entry[0]), str(entry[1])) for entry in names}
 
 
 def test_plain_login_without_starttls(dovecot: Dovecot, mailbox_user: MailUser) -> None:
@@ -70,15 +72,18 @@ def test_implicit_tls_verifies_with_ca_file(dovecot: Dovecot, mailbox_user: Mail
 def test_implicit_tls_refused_without_ca_file(dovecot: Dovecot) -> None:
     system_store = ssl.create_default_context()
     with pytest.raises(ssl.SSLCertVerificationError):
-        imapclient.IMAPClient(dovecot.host, port=dovecot.port_tls, ssl=True, ssl_context=system_store)
+        imapclient.IMAPClient(
+            dovecot.host, port=dovecot.port_tls, ssl=True, ssl_context=system_store
+        )
 
 
 def test_starttls_refused_without_ca_file(dovecot: Dovecot) -> None:
     system_store = ssl.create_default_context()
-    with imapclient.IMAPClient(dovecot.host, port=dovecot.port_plain, ssl=False) as client:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            client.starttls(ssl_context=system_store)
-        client.shutdown()
+    with (
+        imapclient.IMAPClient(dovecot.host, port=dovecot.port_plain, ssl=False) as client,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        client.starttls(ssl_context=system_store)
 
 
 def test_nostarttls_listener_offers_no_starttls(dovecot: Dovecot, mailbox_user: MailUser) -> None:
@@ -98,8 +103,8 @@ def test_special_use_folders_are_listed(mailbox_user: MailUser) -> None:
         assert flag.encode() in listed[name]
     assert "INBOX" in listed
     with mailbox_user.client() as client:
-        assert client.find_special_folder(imapclient.DRAFTS) == "Drafts"
-        assert client.find_special_folder(imapclient.SENT) == "Sent"
+        assert client.find_special_folder(DRAFTS) == "Drafts"
+        assert client.find_special_folder(SENT) == "Sent"
         subscribed = {name for _flags, _delim, name in client.list_sub_folders()}
         assert set(SPECIAL_FOLDERS) <= subscribed
 
@@ -230,7 +235,7 @@ def test_instance_without_tls_and_clean_close() -> None:
     finally:
         server.close()
     assert not server.running
-    assert _live_group_members(pid) == []
+    assert live_group_members(pid) == []
     assert not server.workdir.exists()
     # Nothing keeps the port: it can be bound again at once.
     with socket.socket() as sock:

@@ -39,7 +39,9 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str]] = []
 
-    def __call__(self, store: Store, folder: FolderRef, message: Message, now: datetime) -> None:
+    def __call__(
+        self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
+    ) -> None:
         self.seen.append((folder.role, message.message_id))
 
 
@@ -170,10 +172,12 @@ def test_a_crash_mid_cycle_loses_nothing_and_repeats_nothing(
         user.append("INBOX", mail(number))
 
     class Crash(Recorder):
-        def __call__(self, store: Store, folder: FolderRef, message: Message, now: datetime) -> None:
+        def __call__(
+            self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
+        ) -> None:
             if message.message_id == "<msg-2@example.com>":
                 raise StorageError("disk full (injected)")
-            super().__call__(store, folder, message, now)
+            super().__call__(store, folder, message, row_id, now)
 
     crashing = Crash()
     with pytest.raises(StorageError):

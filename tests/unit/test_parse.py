@@ -7,12 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from nextround.daemon.errors import MessageParseError
-from nextround.daemon.parse import (
-    header_message_id,
-    html_to_text,
-    parse_message,
-    synthetic_message_id,
-)
+from nextround.classifier.text import html_to_text
+from nextround.daemon.parse import header_message_id, parse_message, synthetic_message_id
 
 PLAIN = b"""From: Jane Doe <Jane.Doe@Acme.com>
 To: Alex <alex@example.org>

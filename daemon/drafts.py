@@ -1,0 +1,195 @@
+"""Drafts: render a template, wrap it in a proper MIME reply, and mark it as ours.
+
+Templates come from `templates/` (a file of the same name in `[templates] dir` wins). Values
+taken from mail are passed as variables, never as template source, so `{{ ... }}` in a mail
+comes out as literal text. Header values are folded to one line before they reach a header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from nextround.classifier.message import Address, one_line
+from nextround.daemon.errors import TemplateError
+
+logger = logging.getLogger(__name__)
+
+HEADER = "X-Nextround-Application"
+STEPS = ("request", "follow_up", "thank_you")
+NEEDS_CONTACT_MARK = (
+    ">>> nextround: no human contact was found for this rejection. Add the recipient's "
+    "address in To (and delete this line) before sending. <<<"
+)
+MAX_REFERENCES = 20
+_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|r|rif|réf|ref|wg|fwd?)\s*(\[\d+\])?\s*:\s*)+", re.I)
+_TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "herr", "frau", "mme", "m", "sr", "sra"}
+_NOT_A_PERSON = re.compile(
+    r"\b(team|recruit\w*|talent|careers?|jobs?|hiring|hr|people|human|resources|noreply|"
+    r"no-reply|notifications?|support|info|acquisition|admin|office|the)\b",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class DraftSpec:
+    """Everything a draft needs; `answers` is the Message-ID it replies to."""
+
+    application_id: int
+    step: str  # request | follow_up | thank_you
+    identity: Address
+    to: Address | None
+    subject: str
+    answers: str
+    references: tuple[str, ...]
+    variables: dict[str, Any]
+
+
+def template_name(step: str, stage: str | None) -> str:
+    if step == "request":
+        return f"feedback_request_{'interview' if stage == 'interview' else 'application'}.txt.j2"
+    return f"{step}.txt.j2"
+
+
+def first_name(contact: Address | None) -> str | None:
+    """The first name when the contact's display name looks like a person's, else None."""
+    if contact is None or not contact.name or _NOT_A_PERSON.search(contact.name):
+        return None
+    name = contact.name
+    if "," in name:  # "Doe, Jane"
+        family, _, given = name.partition(",")
+        name = given.strip() or family
+    words = [word for word in re.findall(r"[^\W\d_][\w'’-]*", name) if word.lower() not in _TITLES]
+    if not words or len(words) > 4:
+        return None
+    first = words[0]
+    return first if first[0].isupper() else first.capitalize()
+
+
+def greeting(contact: Address | None) -> str:
+    name = first_name(contact)
+    return f"Hi {name}," if name else "Hello,"
+
+
+def reply_subject(original: str) -> str:
+    subject = _REPLY_PREFIX.sub("", one_line(original)).strip()
+    return f"Re: {subject}" if subject else "Re: your message"
+
+
+def normalised_subject(subject: str) -> str:
+    """For matching a sent copy to its draft: no Re:/AW: prefixes, case or spacing."""
+    return _REPLY_PREFIX.sub("", one_line(subject)).strip().lower()
+
+
+class Renderer:
+    def __init__(self, override_dir: Path | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if override_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+        loaders.append(jinja2.PackageLoader("nextround.templates", ""))
+        self.environment = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # plain text mail  # noqa: S701
+            keep_trailing_newline=True,
+            trim_blocks=False,
+        )
+
+    def render(self, name: str, variables: dict[str, Any]) -> str:
+        try:
+            template = self.environment.get_template(name)
+            text = template.render(**variables)
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"template {name} not found") from None
+        except jinja2.TemplateSyntaxError as error:
+            where = error.filename or name
+            raise TemplateError(f"{where}:{error.lineno}: {error.message}") from None
+        except jinja2.UndefinedError as error:
+            raise TemplateError(f"{template.filename or name}: {error.message}") from None
+        return _tidy(text)
+
+
+def _tidy(text: str) -> str:
+    """Templates with conditionals leave runs of blank lines; mail wants at most one."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def draft_variables(
+    identity: Address,
+    contact: Address | None,
+    company: str | None,
+    role: str | None,
+    stage: str | None,
+    no_feedback_policy: bool,
+    rejected_on: date | None = None,
+    request_date: date | None = None,
+) -> dict[str, Any]:
+    return {
+        "identity": {"name": identity.name, "email": identity.email},
+        "company": one_line(company) if company else None,
+        "role": one_line(role) if role else None,
+        "stage": stage,
+        "contact_first_name": first_name(contact),
+        "greeting": greeting(contact),
+        "no_feedback_policy": no_feedback_policy,
+        "rejected_on": rejected_on.strftime("%d %B %Y").lstrip("0") if rejected_on else None,
+        "request_date": request_date.strftime("%d %B").lstrip("0") if request_date else "last week",
+    }
+
+
+def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
+    """The draft as bytes ready to APPEND, and its fresh Message-ID."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = _header_address(spec.identity)
+    if spec.to is not None:
+        message["To"] = _header_address(spec.to)
+    else:
+        body = f"{NEEDS_CONTACT_MARK}\n\n{body}"
+    message["Subject"] = one_line(spec.subject)
+    message["Date"] = format_datetime(now)
+    domain = spec.identity.domain or "nextround.invalid"
+    message_id = make_msgid(domain=domain)
+    message["Message-ID"] = message_id
+    answers = one_line(spec.answers)
+    if answers:
+        message["In-Reply-To"] = answers
+        chain = [one_line(ref) for ref in spec.references if ref and ref != answers]
+        message["References"] = " ".join([*chain[-(MAX_REFERENCES - 1) :], answers])
+    message[HEADER] = header_value(spec.application_id, spec.step)
+    message.set_content(body, charset="utf-8")
+    return message.as_bytes(), message_id
+
+
+def header_value(application_id: int, step: str) -> str:
+    return f"{application_id}; step={step}"
+
+
+def parse_header_value(value: str) -> tuple[int, str] | None:
+    match = re.fullmatch(r"\s*(\d+)\s*;\s*step=([a-z_]+)\s*", value or "")
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def _header_address(address: Address) -> HeaderAddress:
+    name = one_line(address.name).replace('"', "'")
+    local, _, domain = one_line(address.email).partition("@")
+    try:
+        return HeaderAddress(display_name=name, username=local, domain=domain)
+    except (ValueError, IndexError):
+        return HeaderAddress(display_name="", username=local, domain=domain)
+
+
+def references_for(parent_id: str, parent_references: Sequence[str]) -> tuple[str, ...]:
+    """RFC 5322: the parent's References (or In-Reply-To), then the parent's own id."""
+    return (*parent_references, parent_id)

@@ -1,0 +1,519 @@
+"""The lifecycle at work: what each new message means for the applications, and what to draft.
+
+A cycle is `poll_once(now)`: sync Sent (so a request the user just sent is known before its
+reply is read), then INBOX, each message classified and applied in the transaction that
+records it; then, derived afresh from the store, the time-based events that fell due and the
+drafts that are owed. Each draft is APPENDed only after looking for it in Drafts and Sent, so
+a crash between APPEND and commit never yields a second one.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+
+from nextround.classifier.analyse import analyse
+from nextround.classifier.extract import extract_company, is_ats_domain, is_human_address
+from nextround.classifier.message import Address, Message, message_ids
+from nextround.classifier.model import RejectionModel
+from nextround.classifier.verdict import Analysis, company_key
+from nextround.daemon import applications as apps
+from nextround.daemon.applications import Application
+from nextround.daemon.config import Config
+from nextround.daemon.drafts import (
+    HEADER,
+    DraftSpec,
+    Renderer,
+    build_draft,
+    draft_variables,
+    normalised_subject,
+    parse_header_value,
+    reply_subject,
+    template_name,
+)
+from nextround.daemon.lifecycle import AWAITING_SEND, OPEN_STATES, Draft, Event, State, Timing, due_event
+from nextround.daemon.mailbox import Mailbox
+from nextround.daemon.store import Store
+from nextround.daemon.sync import CycleResult, FolderRef, sync_folder
+
+logger = logging.getLogger(__name__)
+
+ATTACH_WINDOW = timedelta(days=60)
+# A draft must stay missing this long, with no sent copy, before it counts as deleted: some
+# clients remove the draft a moment before they store the sent copy.
+VANISH_GRACE = timedelta(minutes=10)
+FREEMAIL = frozenset(
+    "gmail.com googlemail.com outlook.com hotmail.com live.com yahoo.com icloud.com me.com "
+    "proton.me protonmail.com gmx.de gmx.net web.de aol.com mail.com yandex.ru t-online.de".split()
+)
+_AUTO_SUBJECT = re.compile(
+    r"\b(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|"
+    r"abwesenheit|automatische antwort|réponse automatique|absence|fuera de la oficina|"
+    r"respuesta automática|afwezig|automatisch antwoord|on vacation|away from (the )?office)\b",
+    re.IGNORECASE,
+)
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+def is_auto_reply(message: Message) -> bool:
+    """Out-of-office notices and other automatic answers are not replies."""
+    headers = message.headers
+    if headers.get("auto-submitted", "no").lower() != "no":
+        return True
+    if "x-autoreply" in headers or "x-autorespond" in headers:
+        return True
+    if headers.get("precedence", "").lower() == "auto_reply":
+        return True
+    return bool(_AUTO_SUBJECT.search(message.subject))
+
+
+def own_domains(message: Message) -> list[str]:
+    """Domains that belong to the company itself (not an ATS, not a free mail provider)."""
+    return [
+        address.domain
+        for address in (message.from_, *message.reply_to)
+        if address and not is_ats_domain(address.domain) and address.domain not in FREEMAIL
+    ]
+
+
+@dataclass
+class Planned:
+    """A draft written (or, in a dry run, that would be written)."""
+
+    application_id: int
+    step: str
+    to: str
+    subject: str
+    raw: bytes
+    reused: bool = False
+
+
+@dataclass
+class CycleReport:
+    sync: CycleResult
+    analyses: list[tuple[Message, Analysis]] = field(default_factory=list)
+    drafts: list[Planned] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rejections = sum(1 for _, analysis in self.analyses if analysis.is_rejection)
+        return (
+            f"{self.sync.summary()}; {rejections} rejection(s); {len(self.drafts)} draft(s)"
+            + (f"; {len(self.events)} change(s)" if self.events else "")
+        )
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        model: RejectionModel,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.renderer = renderer or Renderer(
+            Path(config.templates.dir) if config.templates.dir else None
+        )
+        self.identity = Address(config.identity.name, config.identity.email.lower())
+        lifecycle = config.lifecycle
+        self.timing = Timing(lifecycle.follow_up_delay, lifecycle.close_delay, lifecycle.send_delay)
+        self.report: CycleReport | None = None
+
+    # -- the cycle -------------------------------------------------------------------------
+
+    def poll_once(
+        self, mailbox: Mailbox, store: Store, folders: dict[str, FolderRef], now: datetime
+    ) -> CycleReport:
+        report = CycleReport(sync=CycleResult(now=now))
+        self.report = report
+        for role in ("sent", "inbox"):
+            report.sync.folders.append(
+                sync_folder(mailbox, store, folders[role], self.config.sync, now, self.handle)
+            )
+        self.check_drafts(mailbox, store, folders, now)
+        self.apply_due_events(store, now)
+        self.write_drafts(mailbox, store, folders, now)
+        return report
+
+    def handle(
+        self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
+    ) -> None:
+        """Called by the sync inside the transaction that records `message`."""
+        if folder.role == "sent":
+            self.on_sent(store, message, now)
+        elif folder.role == "inbox":
+            analysis = self.classify(store, message)
+            store.save_analysis(row_id, analysis)
+            self.remember_people(store, message, now)
+            if self.report is not None:
+                self.report.analyses.append((message, analysis))
+            self.on_inbox(store, message, analysis, now)
+
+    # -- classification ---------------------------------------------------------------------
+
+    def classify(self, store: Store, message: Message) -> Analysis:
+        def earlier(company: str | None, message: Message) -> list[Address]:
+            found = store.earlier_contacts(company_key(company), own_domains(message))
+            return [address for address in found if address.email != self.identity.email]
+
+        return analyse([message], self.model, earlier, [self.identity.email])[0]
+
+    def remember_people(self, store: Store, message: Message, now: datetime) -> None:
+        humans = [
+            address
+            for address in (message.from_, *message.reply_to)
+            if address and address.email != self.identity.email and is_human_address(address)
+        ]
+        if humans:
+            key = company_key(extract_company(message))
+            for address in humans:
+                store.remember_contact(address, key, message.message_id, now)
+
+    # -- what a new message means -----------------------------------------------------------
+
+    def on_inbox(self, store: Store, message: Message, analysis: Analysis, now: datetime) -> None:
+        from_user = message.from_ is not None and message.from_.email == self.identity.email
+        related = apps.by_thread(store, message.thread_ids) if message.thread_ids else []
+        for app in related:
+            if (
+                app.state in (State.REQUESTED, State.FOLLOWED_UP)
+                and not from_user
+                and not is_auto_reply(message)
+            ):
+                self.event(
+                    store,
+                    app,
+                    Event.REPLY_RECEIVED,
+                    now,
+                    f"reply {message.message_id} from {message.from_ or 'unknown'}",
+                    reply_message_id=message.message_id,
+                    reply_at=_when(message, now),
+                    reply_from=str(message.from_) if message.from_ else None,
+                    reply_subject=message.subject,
+                    reply_references=" ".join(message.references),
+                )
+                apps.add_to_thread(store, app, [message.message_id], now)
+                return
+        if related:
+            apps.add_to_thread(store, related[0], [message.message_id], now)
+            return
+        if analysis.label not in ("rejection", "closed") or from_user:
+            return
+        if analysis.label == "rejection" and not analysis.is_rejection:
+            return
+        key = company_key(analysis.company)
+        earlier = apps.recent_for_company(store, key, analysis.role, now - ATTACH_WINDOW)
+        if earlier is not None:
+            apps.add_to_thread(store, earlier, [message.message_id, *message.thread_ids], now)
+            logger.info("%s: same application as #%d", message.message_id, earlier.id)
+            return
+        self.open(store, message, analysis, now)
+
+    def open(self, store: Store, message: Message, analysis: Analysis, now: datetime) -> None:
+        contact = self._contact(message, analysis.reply_to)
+        if analysis.label == "closed":
+            state, note = State.CLOSED, "the position was closed or cancelled: nothing to ask"
+        elif analysis.stage not in self.config.lifecycle.stages:
+            state, note = State.SKIPPED, f"{analysis.stage}-stage: not in [lifecycle] stages"
+        else:
+            state, note = State.NEW, ""
+        application_id = apps.open_application(
+            store,
+            now,
+            state,
+            company=analysis.company,
+            company_key=company_key(analysis.company),
+            role=analysis.role,
+            stage=analysis.stage,
+            contact_email=contact.email if contact else None,
+            contact_name=contact.name if contact else "",
+            no_feedback=analysis.no_feedback_policy,
+            rejection_message_id=message.message_id,
+            rejection_subject=message.subject,
+            rejection_references=" ".join(message.references),
+            rejection_at=_when(message, now),
+            note=note,
+        )
+        self._note(f"#{application_id} opened ({state.value}): {analysis.company or '?'}")
+
+    def _contact(self, message: Message, reply_to: str | None) -> Address | None:
+        if not reply_to:
+            return None
+        for address in (*message.reply_to, message.from_):
+            if address and address.email == reply_to:
+                return address
+        return Address("", reply_to)
+
+    def on_sent(self, store: Store, message: Message, now: datetime) -> None:
+        """A sent copy: the user sent a request or a follow-up (under any Message-ID)."""
+        marked = parse_header_value(message.headers.get(HEADER.lower(), ""))
+        waiting = apps.in_states(store, [*AWAITING_SEND, State.FOLLOWED_UP])
+        for app in waiting:
+            step = _sent_step(app, message, marked)
+            if step is None:
+                continue
+            sent_at = min(max(_when(message, now), app.request_drafted_at or now), now)
+            if step == "request":
+                self.event(
+                    store,
+                    app,
+                    Event.REQUEST_SENT,
+                    now,
+                    f"sent as {message.message_id}",
+                    request_sent_message_id=message.message_id,
+                    request_sent_at=sent_at,
+                    draft_missing_since=None,
+                )
+            else:
+                self.event(
+                    store,
+                    app,
+                    Event.FOLLOW_UP_SENT,
+                    now,
+                    f"follow-up sent as {message.message_id}",
+                    follow_up_sent_message_id=message.message_id,
+                    follow_up_sent_at=sent_at,
+                    draft_missing_since=None,
+                )
+            apps.add_to_thread(store, app, [message.message_id], now)
+            return
+
+    # -- after the sync ---------------------------------------------------------------------
+
+    def check_drafts(
+        self, mailbox: Mailbox, store: Store, folders: dict[str, FolderRef], now: datetime
+    ) -> None:
+        """A draft gone from Drafts with no sent copy means the user chose not to send it."""
+        pending = [
+            app
+            for app in apps.in_states(store, [*AWAITING_SEND, State.FOLLOWED_UP])
+            if app.state is not State.FOLLOWED_UP or not app.follow_up_sent_at
+        ]
+        pending = [app for app in pending if _pending_draft(app) is not None]
+        if not pending:
+            return
+        present = _drafts_present(mailbox.folder_headers(folders["drafts"].name))
+        for app in pending:
+            step, answers = _pending_draft(app) or ("", "")
+            here = (app.id, step) in present["marked"] or answers in present["answers"]
+            with store.transaction():
+                if here:
+                    if app.draft_missing_since:
+                        apps.update(store, app.id, now, draft_missing_since=None)
+                    continue
+                if app.draft_missing_since is None:
+                    apps.update(store, app.id, now, draft_missing_since=now)
+                    continue
+                if now - app.draft_missing_since < VANISH_GRACE:
+                    continue
+                event = Event.REQUEST_DRAFT_GONE if step == "request" else Event.FOLLOW_UP_DRAFT_GONE
+                self.event(store, app, event, now, "the draft was deleted without being sent")
+
+    def apply_due_events(self, store: Store, now: datetime) -> None:
+        for app in apps.in_states(store, OPEN_STATES):
+            event = due_event(app.state, app.clock, self.timing, now)
+            if event is None:
+                continue
+            with store.transaction():
+                self.event(store, app, event, now, "due")
+
+    def write_drafts(
+        self, mailbox: Mailbox, store: Store, folders: dict[str, FolderRef], now: datetime
+    ) -> None:
+        for app in apps.in_states(store, [State.NEW, State.FOLLOWED_UP, State.REPLIED]):
+            step = _owed_draft(app)
+            if step is None:
+                continue
+            with store.transaction():
+                self.write_draft(mailbox, store, folders, app, step, now)
+
+    def write_draft(
+        self,
+        mailbox: Mailbox,
+        store: Store,
+        folders: dict[str, FolderRef],
+        app: Application,
+        step: str,
+        now: datetime,
+    ) -> None:
+        spec = self.draft_spec(app, step)
+        existing = _find_existing(mailbox, folders, app.id, step)
+        if existing is not None:
+            message_id, raw = existing, b""
+            logger.info("#%d: the %s draft exists already (%s)", app.id, step, message_id)
+        else:
+            template = template_name(step, app.stage)
+            body = self.renderer.render(template, spec.variables)
+            raw, message_id = build_draft(spec, body, now)
+            mailbox.append(folders["drafts"].name, raw, ["\\Draft", "\\Seen"], now)
+            logger.info("#%d: %s drafted to %s", app.id, step, spec.to or "nobody yet")
+        if self.report is not None:
+            self.report.drafts.append(
+                Planned(app.id, step, str(spec.to or ""), spec.subject, raw, existing is not None)
+            )
+        if step == "request":
+            event = Event.REQUEST_DRAFTED if spec.to else Event.REQUEST_DRAFTED_NO_CONTACT
+            self.event(
+                store,
+                app,
+                event,
+                now,
+                message_id,
+                request_draft_message_id=message_id,
+                request_drafted_at=now,
+                request_subject=spec.subject,
+            )
+        elif step == "follow_up":
+            apps.update(
+                store, app.id, now, follow_up_draft_message_id=message_id, follow_up_drafted_at=now
+            )
+        else:
+            apps.update(
+                store, app.id, now, thank_you_draft_message_id=message_id, thank_you_drafted_at=now
+            )
+
+    def draft_spec(self, app: Application, step: str) -> DraftSpec:
+        contact = Address(app.contact_name, app.contact_email) if app.contact_email else None
+        if step == "request":
+            subject, answers = reply_subject(app.rejection_subject), app.rejection_message_id
+            references = app.rejection_references
+        elif step == "follow_up":
+            subject = reply_subject(app.request_subject or app.rejection_subject)
+            answers = app.request_sent_message_id or app.rejection_message_id
+            references = (*app.rejection_references, app.rejection_message_id)
+        else:
+            replier = _address(app.reply_from)
+            contact = replier or contact
+            subject = reply_subject(app.reply_subject or app.rejection_subject)
+            answers = app.reply_message_id or app.rejection_message_id
+            references = app.reply_references
+        variables = draft_variables(
+            self.identity,
+            contact,
+            app.company,
+            app.role,
+            app.stage,
+            app.no_feedback,
+            rejected_on=app.rejection_at.date() if app.rejection_at else None,
+            request_date=app.request_sent_at.date() if app.request_sent_at else None,
+        )
+        return DraftSpec(
+            application_id=app.id,
+            step=step,
+            identity=self.identity,
+            to=contact,
+            subject=subject,
+            answers=answers,
+            references=tuple(references),
+            variables=variables,
+        )
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def event(
+        self,
+        store: Store,
+        app: Application,
+        event: Event,
+        now: datetime,
+        detail: str = "",
+        **values: object,
+    ) -> Draft:
+        state, draft = apps.apply_event(store, app, event, now, detail, **values)
+        self._note(f"#{app.id} {app.state.value} -> {state.value} ({event.value})")
+        return draft
+
+    def _note(self, text: str) -> None:
+        logger.info("%s", text)
+        if self.report is not None:
+            self.report.events.append(text)
+
+
+def _when(message: Message, now: datetime) -> datetime:
+    return min(message.date, now) if message.date else now
+
+
+def _address(text: str | None) -> Address | None:
+    if not text:
+        return None
+    name, address = parseaddr(text)
+    return Address(name, address.lower()) if "@" in address else None
+
+
+def _pending_draft(app: Application) -> tuple[str, str] | None:
+    """The unsent draft of `app` we expect in Drafts: (step, the Message-ID it answers)."""
+    if app.state in AWAITING_SEND and app.request_draft_message_id:
+        return "request", app.rejection_message_id
+    if app.state is State.FOLLOWED_UP and app.follow_up_draft_message_id:
+        return "follow_up", app.request_sent_message_id or app.rejection_message_id
+    return None
+
+
+def _owed_draft(app: Application) -> str | None:
+    if app.state is State.NEW:
+        return "request"
+    if app.state is State.FOLLOWED_UP and not app.follow_up_draft_message_id:
+        return "follow_up"
+    if app.state is State.REPLIED and not app.thank_you_draft_message_id:
+        return "thank_you"
+    return None
+
+
+def _sent_step(app: Application, message: Message, marked: tuple[int, str] | None) -> str | None:
+    """Which of `app`'s drafts this sent copy is, if any."""
+    expected = "request" if app.state in AWAITING_SEND else "follow_up"
+    if app.state is State.FOLLOWED_UP and (
+        app.follow_up_sent_at or not app.follow_up_draft_message_id
+    ):
+        return None
+    if marked is not None:
+        return expected if marked == (app.id, expected) else None
+    answers = app.rejection_message_id if expected == "request" else app.request_sent_message_id
+    if answers and answers in message.thread_ids:
+        return expected
+    drafted_at = app.request_drafted_at if expected == "request" else app.follow_up_drafted_at
+    subject = app.request_subject or reply_subject(app.rejection_subject)
+    recipients = {address.email for address in message.to}
+    if (
+        app.contact_email
+        and app.contact_email in recipients
+        and normalised_subject(message.subject) == normalised_subject(subject)
+        and (drafted_at is None or message.date is None or message.date >= drafted_at)
+    ):
+        return expected
+    return None
+
+
+def _drafts_present(headers: dict[int, bytes]) -> dict[str, set[object]]:
+    marked: set[object] = set()
+    answers: set[object] = set()
+    for raw in headers.values():
+        parsed = _HEADERS.parsebytes(raw)
+        value = parse_header_value(str(parsed.get(HEADER, "")))
+        if value:
+            marked.add(value)
+        answers.update(message_ids(str(parsed.get("In-Reply-To", ""))))
+    return {"marked": marked, "answers": answers}
+
+
+def _find_existing(
+    mailbox: Mailbox, folders: dict[str, FolderRef], application_id: int, step: str
+) -> str | None:
+    """The Message-ID of a draft we already wrote for this step, in Drafts or Sent."""
+    wanted = (application_id, step)
+    for role in ("drafts", "sent"):
+        found = mailbox.search_header(folders[role].name, HEADER, f"{application_id}; step={step}")
+        for raw in found.values():
+            parsed = _HEADERS.parsebytes(raw)
+            if parse_header_value(str(parsed.get(HEADER, ""))) == wanted:
+                ids = message_ids(str(parsed.get("Message-ID", "")))
+                return ids[0] if ids else "<unknown@nextround.invalid>"
+    return None
+

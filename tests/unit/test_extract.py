@@ -1,0 +1,271 @@
+"""Extraction as tables: who to answer, which company, which role, from one message."""
+
+from __future__ import annotations
+
+import pytest
+
+from nextround.classifier.extract import (
+    choose_reply_to,
+    extract_company,
+    extract_role,
+    is_ats_domain,
+    is_automated_address,
+    is_human_address,
+)
+from nextround.classifier.message import Address, Message
+from nextround.classifier.text import html_to_text
+
+
+def address(value: str) -> Address:
+    name, _, email = value.rpartition(" <")
+    return (
+        Address(name=name, email=email.rstrip(">")) if email.endswith(">") else Address("", value)
+    )
+
+
+def message(
+    sender: str,
+    subject: str = "",
+    text: str = "",
+    reply_to: tuple[str, ...] = (),
+) -> Message:
+    return Message(
+        message_id="<test@example.org>",
+        subject=subject,
+        from_=address(sender),
+        reply_to=tuple(address(value) for value in reply_to),
+        text=text,
+    )
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        ("greenhouse.io", True),
+        ("us.greenhouse-mail.io", True),
+        ("hire.lever.co", True),
+        ("acme.wd5.myworkday.com", True),
+        ("SmartRecruiters.com", True),
+        ("personio.de", True),
+        ("notgreenhouse.io", False),
+        ("acme-robotics.com", False),
+        ("gmail.com", False),
+    ],
+)
+def test_is_ats_domain(domain: str, expected: bool) -> None:
+    assert is_ats_domain(domain) is expected
+
+
+@pytest.mark.parametrize(
+    ("sender", "automated", "human"),
+    [
+        ("Acme <no-reply@acme.com>", True, False),
+        ("donotreply@acme.com", True, False),
+        ("Acme Careers <careers-noreply@acme.com>", True, False),
+        ("MAILER-DAEMON@mx.acme.com", True, False),
+        ("Acme <acme@myworkday.com>", True, False),
+        ("Jane Doe <jane.doe@hire.lever.co>", True, False),
+        ("Acme Careers <careers@acme.com>", False, False),
+        ("jobs.berlin@acme.com", False, False),
+        ("Personalabteilung <bewerbung@acme.de>", False, False),
+        ("Recursos Humanos <rrhh@acme.es>", False, False),
+        ("Acme Talent Team <talent.team@acme.com>", False, False),
+        ("Hiring Team <hiringteam@acme.com>", False, False),
+        ("Jane Doe <jane.doe@acme.com>", False, True),
+        ("Jane from Acme <jane@acme.com>", False, True),
+        ("jdoe@acme.com", False, True),
+        ("Acme Montessori <director@acmemontessori.org>", False, True),
+    ],
+)
+def test_address_kinds(sender: str, automated: bool, human: bool) -> None:
+    assert is_automated_address(address(sender)) is automated
+    assert is_human_address(address(sender)) is human
+
+
+JANE = "Jane Doe <jane.doe@acme.com>"
+OLD_CONTACT = Address("Ravi Rao", "ravi.rao@acme.com")
+NEWER_CONTACT = Address("Mia Moss", "Mia.Moss@acme.com")
+
+
+@pytest.mark.parametrize(
+    ("mail", "earlier", "expected"),
+    [
+        # Greenhouse no-reply; the recruiter only signs the text: nobody to answer.
+        (
+            message(
+                "Acme Recruiting <no-reply@us.greenhouse-mail.io>",
+                text="Unfortunately ...\n\nBest,\nJane Doe\nRecruiter, Acme",
+            ),
+            (),
+            None,
+        ),
+        # Lever puts the recruiter in Reply-To.
+        (
+            message("Acme <no-reply@hire.lever.co>", reply_to=("Jane Doe <Jane.Doe@acme.com>",)),
+            (),
+            "jane.doe@acme.com",
+        ),
+        # A team Reply-To does not beat a person in From.
+        (message(JANE, reply_to=("Acme Careers <careers@acme.com>",)), (), "jane.doe@acme.com"),
+        # The hiring manager writes from her own address.
+        (message(JANE), (OLD_CONTACT,), "jane.doe@acme.com"),
+        # An agency recruiter is a person too.
+        (message("Tom Hale <tom.hale@brightstaffing.co.uk>"), (), "tom.hale@brightstaffing.co.uk"),
+        # A shared careers box is nobody in particular.
+        (message("Acme Careers <careers@acme.com>"), (), None),
+        # Earlier contacts, oldest first: the most recent person wins, team boxes are skipped.
+        (
+            message("Acme <acme@myworkday.com>"),
+            (OLD_CONTACT, NEWER_CONTACT, Address("Acme", "jobs@acme.com")),
+            "mia.moss@acme.com",
+        ),
+        (message("Acme <no-reply@ashbyhq.com>"), (Address("", "noreply@acme.com"),), None),
+    ],
+)
+def test_choose_reply_to(mail: Message, earlier: tuple[Address, ...], expected: str | None) -> None:
+    assert choose_reply_to(mail, earlier) == expected
+
+
+@pytest.mark.parametrize(
+    ("mail", "company", "role"),
+    [
+        (
+            message(
+                "Acme Recruiting <no-reply@us.greenhouse-mail.io>",
+                "Your application to Acme Robotics",
+                "Hi Sam,\n\nThank you for your interest in Acme Robotics and for taking the time "
+                "to apply for the Senior Backend Engineer position. Unfortunately we have "
+                "decided to move forward with other candidates.\n\nThe Acme Robotics Talent Team",
+            ),
+            "Acme Robotics",
+            "Senior Backend Engineer",
+        ),
+        (
+            message(
+                "Acme <acme@myworkday.com>",
+                "Update on your application",
+                "Dear Sam,\n\nThank you for applying. We have decided not to proceed.\n",
+            ),
+            "Acme",
+            None,
+        ),
+        # A hiring manager signing with her company.
+        (
+            message(
+                "Lena Vogt <lena.vogt@bluefinch-analytics.com>",
+                "Re: Data Analyst",
+                "Hi Sam,\n\nthanks again for talking to us about the Data Analyst role. We went "
+                "with another candidate.\n\nLena Vogt\nHead of Data, Bluefinch Analytics",
+            ),
+            "Bluefinch Analytics",
+            "Data Analyst",
+        ),
+        # An agency recruiter whose client stays unnamed: no company.
+        (
+            message(
+                "Tom Hale <tom.hale@brightstaffing.co.uk>",
+                "Office Manager role",
+                "Hi Sam,\n\nmy client has decided not to take your application for the "
+                "Office Manager role further.\n\nTom Hale\nBright Staffing",
+            ),
+            None,
+            "Office Manager",
+        ),
+        # A subject naming company and role; freemail never becomes a company.
+        (
+            message(
+                "Ola Berg <ola.berg1987@gmail.com>",
+                "Application for Sous Chef at Hotel Fjord",
+                "Hi, we filled the position. Good luck! Ola",
+            ),
+            "Hotel Fjord",
+            "Sous Chef",
+        ),
+        (message("Ola Berg <ola.berg1987@gmail.com>", "Hello", "Thanks, Ola"), None, None),
+        # Only the subject names the role.
+        (
+            message(
+                "Tandem Bikes <no-reply@personio.de>",
+                "Bike Mechanic - application update",
+                "Hi Sam, we decided to go with someone else.\nTandem Bikes",
+            ),
+            "Tandem Bikes",
+            "Bike Mechanic",
+        ),
+        (
+            message(
+                "Nordwind Logistik GmbH <no-reply@personio.de>",
+                "Ihre Bewerbung",
+                "Sehr geehrter Herr Klein,\n\nvielen Dank für Ihr Interesse an der Nordwind "
+                "Logistik GmbH und Ihre Bewerbung als Werkstudent Marketing (m/w/d). Leider "
+                "müssen wir Ihnen mitteilen, dass wir uns für andere Kandidaten entschieden "
+                "haben.\n\nMit freundlichen Grüßen\nIhr Recruiting-Team",
+            ),
+            "Nordwind Logistik",  # legal forms are dropped, as people write the name
+            "Werkstudent Marketing (m/w/d)",
+        ),
+        (
+            message(
+                "Recrutement <no-reply@welcometothejungle.com>",
+                "Votre candidature",
+                "Bonjour Sam,\n\nMerci pour votre candidature au poste de Chef de projet "
+                "digital chez Maison Lumière. Malheureusement, nous ne pouvons pas donner "
+                "suite.\n\nL'équipe Maison Lumière",
+            ),
+            "Maison Lumière",
+            "Chef de projet digital",
+        ),
+        (
+            message(
+                "Talento <no-reply@teamtailor-mail.com>",
+                "Tu candidatura",
+                "Hola Sam,\n\nGracias por tu interés en Cervezas Norte y por tu candidatura "
+                "para el puesto de Analista de Datos. Lamentablemente hemos decidido continuar "
+                "con otros perfiles.\n\nEl equipo de Cervezas Norte",
+            ),
+            "Cervezas Norte",
+            "Analista de Datos",
+        ),
+        (
+            message(
+                "Werving <noreply@recruitee.com>",
+                "Je sollicitatie",
+                "Beste Sam,\n\nBedankt voor je sollicitatie voor de functie Junior Accountant "
+                "bij Polder Energie. Helaas hebben we voor een andere kandidaat gekozen.\n\n"
+                "Met vriendelijke groet,\nPolder Energie",
+            ),
+            "Polder Energie",
+            "Junior Accountant",
+        ),
+    ],
+)
+def test_company_and_role(mail: Message, company: str | None, role: str | None) -> None:
+    assert extract_company(mail) == company
+    assert extract_role(mail) == role
+
+
+def test_html_only_mail() -> None:
+    html = (
+        "<html><head><style>p{color:red}</style></head><body><table><tr><td><b>Kestrel "
+        "Games</b></td></tr><tr><td><p>Hi Sam,</p><p>Thank you for applying for the "
+        "<b>Technical Artist</b> role at Kestrel Games.</p><p>We will not be moving "
+        "forward.</p></td></tr></table></body></html>"
+    )
+    mail = message("Kestrel Games <noreply@ashbyhq.com>", "Your application", html_to_text(html))
+    assert extract_company(mail) == "Kestrel Games"
+    assert extract_role(mail) == "Technical Artist"
+    assert choose_reply_to(mail) is None
+
+
+def test_domain_is_the_last_resort() -> None:
+    mail = message("Mira Holt <mira@acme-robotics.com>", "Thanks", "Hi Sam, we went another way.")
+    assert extract_company(mail) == "Acme Robotics"
+
+
+def test_megabyte_body_returns() -> None:
+    body = ("at Acme " * 40 + "application for the " * 40 + "\n") * 1500
+    mail = message("Acme <no-reply@greenhouse.io>", "Application for " + "x " * 5000, body)
+    assert len(body) > 1_000_000
+    extract_company(mail)
+    extract_role(mail)
+    choose_reply_to(mail)
