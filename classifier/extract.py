@@ -80,7 +80,8 @@ _TEAM_MAILBOXES = frozenset(
     "candidates vendors onboarding graduates campus service customer orders billing receipts "
     "members membership alumni newsletter news marketing sales events reply results feedback "
     "sekretariat secretariaat secretariat kanzlei direction direccion direzione becas gf "
-    "reclutamiento recrutamento stages stage leitung dotation drh hrm selectie personeel".split()
+    "reclutamiento recrutamento stages stage leitung dotation drh hrm selectie personeel directie "
+    "alternance ausbildung employment selection bookings".split()
 )
 _TEAM_WORDS = (
     r"talent(?:\s+acquisition)?|recruit(?:ing|ment|er)|careers?|jobs|hiring|hr|human\s+resources"
@@ -139,10 +140,11 @@ def is_human_address(address: Address) -> bool:
 def choose_reply_to(message: Message, earlier_contacts: Sequence[Address] = ()) -> str | None:
     """Where a feedback request should go, lower-cased; None when no person is known.
 
-    `earlier_contacts` are people from earlier mail with the same company, oldest first.
+    `earlier_contacts` are people from earlier mail with the same company, newest first (as
+    `Store.earlier_contacts` returns them and `Message.thread_ids` orders threads).
     """
     senders = [*message.reply_to, *([message.from_] if message.from_ else [])]
-    for address in [*senders, *reversed(earlier_contacts)]:
+    for address in [*senders, *earlier_contacts]:
         if is_human_address(address):
             return address.email.strip().lower()
     return None
@@ -254,7 +256,7 @@ def extract_company(message: Message) -> str | None:
     """The hiring company's name as the mail writes it, or None when it does not say."""
     text, sender = message.text[:_HEAD], message.from_ and _bounded(message.from_)
     subject = _REPLY_PREFIX.sub("", message.subject[:_SUBJECT_LIMIT])
-    role_key = _key(extract_role(message) or "")
+    role_key = _key(extract_role(message) or "")  # "Acme - Data Analyst": one is the role
     candidates = [
         candidate
         for candidate in [*_phrase_candidates(text, "weak"), *_subject_candidates(subject)]
@@ -272,9 +274,15 @@ def extract_company(message: Message) -> str | None:
 
 
 def _is_agency(sender: Address, text: str) -> bool:
+    """Agency mail. "Acme Recruiting" in a display name is a company's team, but a domain
+    with "recruit" in it (rootsrecruiting.com) is an agency's own."""
     own_domain = not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS)
-    domain_says = own_domain and bool(_AGENCY_SENDER.search(sender.domain.replace("ing", "")))
-    return domain_says or bool(_AGENCY_SENDER.search(sender.name) or _CLIENT_MENTION.search(text))
+    agency_domain = "recruit" in sender.domain or _AGENCY_SENDER.search(sender.domain)
+    return bool(
+        (own_domain and agency_domain)
+        or _AGENCY_SENDER.search(sender.name)
+        or _CLIENT_MENTION.search(text)
+    )
 
 
 def _phrase_candidates(source: str, weak_source: str) -> Iterator[tuple[str, str]]:
@@ -300,9 +308,9 @@ def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
     name = _display_company(sender)
     if name:
         yield name, "display"
-    account = sender.local_part
+    account = sender.local_part  # acme@myworkday.com; not jane.doe.9e3b1@, talent@
     if is_ats_domain(sender.domain) and re.fullmatch(r"[a-z]+(?:-[a-z]+)*", account):
-        if not _AUTOMATED_LOCAL_PART.search(account):  # acme@myworkday.com, not jane.doe.9e3
+        if not _AUTOMATED_LOCAL_PART.search(account) and not _is_team_mailbox(account):
             yield account.replace("-", " ").title(), "account"
     elif not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | _FREEMAIL_DOMAINS):
         yield _domain_name(sender.domain), "domain"
@@ -524,6 +532,7 @@ _TITLE_STOPS = frozenset(
     "storniert besetzt cancelado cancelada cerrado congelado congelada hasta desde auquel "
     "laquelle lequel dont".split()
 )
+_TITLE_BREAKS = _TITLE_STOPS | _FUNCTION_WORDS
 # A title never starts with one of these (another frame, an article) ...
 _NOT_TITLE_STARTS = frozenset(
     "selección seleccion selection sélection recrutement recruitment recrutamento candidature "
@@ -656,10 +665,11 @@ def _read_title(span: str, capitalised: bool, whole: bool = False) -> str | None
             words.append(core)
         elif not core or _ends_title(core, following, words, capitalised, whole):
             break
-        else:
+        else:  # "Shift Supervisor, Night Operations": a comma before a capital continues
             comma = token.endswith(",") and capitalised and following[:1].isupper()
-            words.append(core + "," if comma and following != "I" else core)
-            if core != token and not (comma and following != "I"):
+            comma = comma and following != "I"
+            words.append(core + "," if comma else core)
+            if core != token and not comma:
                 break
         if (core != token and core.startswith("(")) or len(words) >= 8:
             break
@@ -673,10 +683,10 @@ def _ends_title(
     lower, next_word = core.lower(), _fold(following)
     if lower in _TITLE_STOPS or (not whole and _REFERENCE.search(core)):
         return True
-    if lower in _CONJUNCTIONS and next_word in _TITLE_STOPS | _FUNCTION_WORDS:
+    if lower in _CONJUNCTIONS and next_word in _TITLE_BREAKS:
         return True
     if lower == "en" and words:  # "conseillère en développement", "recepcionista en nuestro"
-        return not following[:1].islower() or next_word in _TITLE_STOPS | _FUNCTION_WORDS
+        return not following[:1].islower() or next_word in _TITLE_BREAKS
     if not capitalised or not words or core[0].isupper() or core[0].isdigit():
         return False
     dash = core in _DASHES and following[:1].isupper()
@@ -694,7 +704,7 @@ def _read_title_backwards(before: str) -> str | None:
         ends_clause = core.endswith((":", "'s", "\u2019s")) or (
             core.endswith(",") and not title_case
         )
-        stop = lower in _TITLE_STOPS | _FUNCTION_WORDS or not core.strip(">|*")
+        stop = lower in _TITLE_BREAKS or not core.strip(">|*")
         if ends_clause or stop:
             break
         joins = (

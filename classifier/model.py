@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -128,7 +129,7 @@ def _vectorizers(with_sender: bool = True) -> ColumnTransformer:
 
 
 def _label_pipeline() -> Pipeline:
-    svm = LinearSVC(C=0.5, class_weight="balanced", random_state=SEED)
+    svm = LinearSVC(C=1.0, class_weight="balanced", random_state=SEED)
     return Pipeline(
         [
             ("features", _vectorizers()),
@@ -240,17 +241,27 @@ class RejectionModel:
         return contributions[:top]
 
 
+def _body_only(example: Example) -> Example:
+    message = Message(message_id=example.message.message_id, text=example.message.text)
+    return replace(example, id=example.id + "#body", message=message)
+
+
 def train(examples: Sequence[Example], threshold: float = 0.5) -> RejectionModel:
     """Fit all three models; deterministic for the same examples (fixed seeds, sorted input)."""
     ordered = sorted(examples, key=lambda example: example.id)
+    # Mail is sometimes seen without its headers (a pasted body, a forwarded text): half of
+    # the examples are also learnt from their body alone, so the body has to carry the verdict.
+    ordered += [_body_only(example) for example in ordered if zlib.crc32(example.id.encode()) % 2]
     labels = [example.label for example in ordered]
     if len(set(labels)) < len(set(("rejection", "other"))):
         raise ValueError("training needs at least rejections and other mail")
     label_model = _label_pipeline().fit(features([e.message for e in ordered]), labels)
     _slim(label_model)
-    vectors = label_model.named_steps["features"].transform(
-        features([example.message for example in ordered])
-    ).tocsr()
+    vectors = (
+        label_model.named_steps["features"]
+        .transform(features([example.message for example in ordered]))
+        .tocsr()
+    )
     rejections = [index for index, example in enumerate(ordered) if example.label == "rejection"]
     stage_model = _binary_model().fit(
         vectors[rejections],

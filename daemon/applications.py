@@ -182,7 +182,9 @@ def update(store: Store, application_id: int, now: datetime, **values: Any) -> N
     assignments = ", ".join(f"{name} = ?" for name in values)
     query = f"UPDATE applications SET {assignments} WHERE id = ?"  # noqa: S608 - column names
     with storage_errors("updating an application"):
-        store.connection.execute(query, [*(_db(value) for value in values.values()), application_id])
+        store.connection.execute(
+            query, [*(_db(value) for value in values.values()), application_id]
+        )
 
 
 def apply_event(
@@ -229,7 +231,9 @@ def history(store: Store, application_id: int) -> list[tuple[str, str, str | Non
     return [tuple(row) for row in rows]
 
 
-def add_to_thread(store: Store, app: Application, message_ids: Iterable[str], now: datetime) -> None:
+def add_to_thread(
+    store: Store, app: Application, message_ids: Iterable[str], now: datetime
+) -> None:
     merged = list(dict.fromkeys([*app.thread, *message_ids]))
     update(store, app.id, now, thread=json.dumps(merged[-200:]))
 

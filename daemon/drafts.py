@@ -33,7 +33,9 @@ NEEDS_CONTACT_MARK = (
     "address in To (and delete this line) before sending. <<<"
 )
 MAX_REFERENCES = 20
-_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|r|rif|réf|ref|wg|fwd?)\s*(\[\d+\])?\s*:\s*)+", re.I)
+_REPLY_PREFIX = re.compile(
+    r"^\s*((re|aw|sv|antw|r|rif|réf|ref|wg|fwd?)\s*(\[\d+\])?\s*:\s*)+", re.I
+)
 _TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "herr", "frau", "mme", "m", "sr", "sra"}
 _NOT_A_PERSON = re.compile(
     r"\b(team|recruit\w*|talent|careers?|jobs?|hiring|hr|people|human|resources|noreply|"
@@ -70,7 +72,8 @@ def first_name(contact: Address | None) -> str | None:
     if "," in name:  # "Doe, Jane"
         family, _, given = name.partition(",")
         name = given.strip() or family
-    words = [word for word in re.findall(r"[^\W\d_][\w'’-]*", name) if word.lower() not in _TITLES]
+    found: list[str] = re.findall(r"[^\W\d_][\w'\u2019-]*", name)
+    words = [word for word in found if word.lower().rstrip(".") not in _TITLES]
     if not words or len(words) > 4:
         return None
     first = words[0]

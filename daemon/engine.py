@@ -37,7 +37,15 @@ from nextround.daemon.drafts import (
     reply_subject,
     template_name,
 )
-from nextround.daemon.lifecycle import AWAITING_SEND, OPEN_STATES, Draft, Event, State, Timing, due_event
+from nextround.daemon.lifecycle import (
+    AWAITING_SEND,
+    OPEN_STATES,
+    Draft,
+    Event,
+    State,
+    Timing,
+    due_event,
+)
 from nextround.daemon.mailbox import Mailbox
 from nextround.daemon.store import Store
 from nextround.daemon.sync import CycleResult, FolderRef, sync_folder
@@ -103,9 +111,8 @@ class CycleReport:
 
     def summary(self) -> str:
         rejections = sum(1 for _, analysis in self.analyses if analysis.is_rejection)
-        return (
-            f"{self.sync.summary()}; {rejections} rejection(s); {len(self.drafts)} draft(s)"
-            + (f"; {len(self.events)} change(s)" if self.events else "")
+        return f"{self.sync.summary()}; {rejections} rejection(s); {len(self.drafts)} draft(s)" + (
+            f"; {len(self.events)} change(s)" if self.events else ""
         )
 
 
@@ -313,7 +320,9 @@ class Engine:
                     continue
                 if now - app.draft_missing_since < VANISH_GRACE:
                     continue
-                event = Event.REQUEST_DRAFT_GONE if step == "request" else Event.FOLLOW_UP_DRAFT_GONE
+                event = (
+                    Event.REQUEST_DRAFT_GONE if step == "request" else Event.FOLLOW_UP_DRAFT_GONE
+                )
                 self.event(store, app, event, now, "the draft was deleted without being sent")
 
     def apply_due_events(self, store: Store, now: datetime) -> None:
@@ -516,4 +525,3 @@ def _find_existing(
                 ids = message_ids(str(parsed.get("Message-ID", "")))
                 return ids[0] if ids else "<unknown@nextround.invalid>"
     return None
-

@@ -100,7 +100,9 @@ def transition(state: State, event: Event) -> tuple[State, Draft]:
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
-        raise InvalidTransition(f"{event.value} does not apply to a {state.value} application")
+        raise InvalidTransition(
+            f"{event.value} does not apply to a {state.value} application"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,4 @@ NEXT_ACTION = {
 def next_action(state: State, clock: Clock, timing: Timing) -> tuple[str, datetime | None]:
     """For `status`: what happens next and when (None: waits for the user or nothing)."""
     due = next_due(state, clock, timing)
-    if state in (State.DRAFTED, State.NEEDS_CONTACT) and due:
-        return NEXT_ACTION[state], due[1]
     return NEXT_ACTION[state], due[1] if due else None

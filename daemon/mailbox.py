@@ -87,7 +87,14 @@ class Mailbox(Protocol):
 
 
 # What nextround needs to recognise its own drafts and their sent copies.
-HEADER_FIELDS = ("MESSAGE-ID", "IN-REPLY-TO", "REFERENCES", "X-NEXTROUND-APPLICATION", "TO", "SUBJECT")
+HEADER_FIELDS = (
+    "MESSAGE-ID",
+    "IN-REPLY-TO",
+    "REFERENCES",
+    "X-NEXTROUND-APPLICATION",
+    "TO",
+    "SUBJECT",
+)
 
 
 # Names clients and providers use when the server does not announce SPECIAL-USE (RFC 6154).

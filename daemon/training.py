@@ -22,7 +22,7 @@ from nextround.daemon.parse import parse_message
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.skops"
+MODEL_FILE = "model.bin"
 
 
 @dataclass(frozen=True)

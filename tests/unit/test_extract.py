@@ -113,10 +113,10 @@ NEWER_CONTACT = Address("Mia Moss", "Mia.Moss@acme.com")
         (message("Tom Hale <tom.hale@brightstaffing.co.uk>"), (), "tom.hale@brightstaffing.co.uk"),
         # A shared careers box is nobody in particular.
         (message("Acme Careers <careers@acme.com>"), (), None),
-        # Earlier contacts, oldest first: the most recent person wins, team boxes are skipped.
+        # Earlier contacts, newest first: the most recent person wins, team boxes are skipped.
         (
             message("Acme <acme@myworkday.com>"),
-            (OLD_CONTACT, NEWER_CONTACT, Address("Acme", "jobs@acme.com")),
+            (Address("Acme", "jobs@acme.com"), NEWER_CONTACT, OLD_CONTACT),
             "mia.moss@acme.com",
         ),
         (message("Acme <no-reply@ashbyhq.com>"), (Address("", "noreply@acme.com"),), None),
@@ -257,15 +257,51 @@ def test_html_only_mail() -> None:
     assert choose_reply_to(mail) is None
 
 
-def test_domain_is_the_last_resort() -> None:
-    mail = message("Mira Holt <mira@acme-robotics.com>", "Thanks", "Hi Sam, we went another way.")
-    assert extract_company(mail) == "Acme Robotics"
+@pytest.mark.parametrize(
+    ("sender", "company"),
+    [
+        ("Mira Holt <mira@acme-robotics.com>", "Acme Robotics"),  # the domain, last resort
+        ("acme@myworkday.com", "Acme"),  # an ATS account without a display name
+        ("Acme via Greenhouse <no-reply@greenhouse.io>", "Acme"),
+        ("Jane Doe at Acme Robotics <no-reply@hire.lever.co>", "Acme Robotics"),
+        ("Careers at Acme Robotics <careers@acmerobotics.com>", "Acme Robotics"),
+        ("Recrutement - Maison Lumière <emplois@maisonlumiere.fr>", "Maison Lumière"),
+        ("Jane Doe <jane.doe@talent.lever.co>", None),  # a person on an ATS domain
+        ("Greenhouse <no-reply@greenhouse.io>", None),  # the ATS itself
+        ("LinkedIn <jobs-noreply@linkedin.com>", None),
+    ],
+)
+def test_company_from_the_sender_alone(sender: str, company: str | None) -> None:
+    mail = message(sender, "Thanks", "Hi Sam, we went another way.")
+    assert extract_company(mail) == company
 
 
-def test_megabyte_body_returns() -> None:
-    body = ("at Acme " * 40 + "application for the " * 40 + "\n") * 1500
-    mail = message("Acme <no-reply@greenhouse.io>", "Application for " + "x " * 5000, body)
-    assert len(body) > 1_000_000
+def test_signature_spelling_beats_the_domain() -> None:
+    mail = message(
+        "Renata Kowalski <renata.kowalski@meridianbank.co.uk>",
+        "Your interview",
+        "Hi Sam,\n\nwe went with another candidate.\n\nKind regards,\nRenata\nMeridian Bank",
+    )
+    assert extract_company(mail) == "Meridian Bank"
+
+
+@pytest.mark.parametrize(
+    ("sender", "subject", "text"),
+    [
+        (
+            "Acme <no-reply@greenhouse.io>",
+            "Application",
+            ("at Acme application for the \n") * 40_000,
+        ),
+        ("Acme <a@acme.com>", "Acme Robotics " * 80_000, "Acme Robotics " * 80_000),
+        ("hr " * 100_000 + "<hr@acme.com>", "x " * 500_000 + "role", ""),
+        ("Jane " * 100_000 + "at Acme <jane@acme.com>", "Update", ""),
+        ("Acme <a@" + "acme." * 100_000 + "com>", "Update", ""),
+    ],
+)
+def test_megabyte_inputs_return(sender: str, subject: str, text: str) -> None:
+    mail = message(sender, subject, text)
+    assert len(sender) + len(subject) + len(text) > 500_000
     extract_company(mail)
     extract_role(mail)
     choose_reply_to(mail)

@@ -1,0 +1,423 @@
+"""What each CLI command does: load, call the core, print. Parsing lives in cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nextround.daemon import applications as apps
+from nextround.daemon.config import (
+    DEFAULT_THRESHOLD,
+    Config,
+    default_config_path,
+    default_state_dir,
+    load_config,
+)
+from nextround.daemon.credentials import describe_password_source
+from nextround.daemon.errors import NextroundError, StorageError, UsageError
+from nextround.daemon.lifecycle import Event, InvalidTransition, Timing, next_action
+from nextround.daemon.mailbox import Fetched, FolderInfo, FolderStatus, Mailbox
+from nextround.daemon.store import Store
+from nextround.daemon.training import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+def load(args: argparse.Namespace) -> Config:
+    path: Path = args.config or default_config_path()
+    return load_config(path.expanduser())
+
+
+def load_optional(args: argparse.Namespace) -> Config | None:
+    """The config when one was named or exists; commands that work offline accept none."""
+    if args.config is not None or os.environ.get("NEXTROUND_CONFIG"):
+        return load(args)
+    path = default_config_path()
+    return load_config(path) if path.exists() else None
+
+
+def model_settings(config: Config | None) -> ModelSettings:
+    if config is None:
+        return ModelSettings(state_dir=default_state_dir(), threshold=DEFAULT_THRESHOLD)
+    extra = config.classifier.extra_examples
+    return ModelSettings(
+        state_dir=config.state_dir,
+        threshold=config.classifier.threshold,
+        extra_examples=Path(extra) if extra else None,
+    )
+
+
+def open_store(config: Config) -> Store:
+    return Store.open(config.database_path)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    from nextround.daemon.session import open_session
+
+    config = load(args)
+    imap = config.imap
+    print(f"config       {config.path}")
+    print(f"server       {imap.host}:{imap.effective_port} ({imap.security})")
+    print(f"password     from {describe_password_source(imap)}")
+    session = open_session(config)
+    try:
+        print(f"login        ok as {imap.username}")
+        for role in ("inbox", "drafts", "sent"):
+            folder = session.folders[role]
+            status = session.mailbox.status(folder.name)
+            print(f"{role:<12} {folder.name} ({folder.how}; {status.messages} messages)")
+    finally:
+        session.close()
+    print(f"state        {config.database_path}")
+    return EXIT_OK
+
+
+def once(args: argparse.Namespace) -> int:
+    from nextround.daemon.engine import Engine
+    from nextround.daemon.session import open_session
+    from nextround.daemon.training import get_model
+
+    config = load(args)
+    now: datetime = args.now or datetime.now(UTC)
+    model = get_model(model_settings(config))
+    with cycle_store(config, dry_run=args.dry_run) as store:
+        session = open_session(config)
+        try:
+            mailbox = DryRunMailbox(session.mailbox) if args.dry_run else session.mailbox
+            report = Engine(config, model).poll_once(mailbox, store, session.folders, now)
+        finally:
+            session.close()
+    print(f"cycle at {now.isoformat()}: {report.summary()}")
+    for message, analysis in report.analyses:
+        if analysis.label != "other":
+            print(
+                f"  {analysis.label} ({analysis.score:.2f}, {analysis.stage or '-'}) "
+                f"{analysis.company or '?'} / {analysis.role or '?'}: {message.subject}"
+            )
+    for change in report.events:
+        print(f"  {change}")
+    for draft in report.drafts:
+        verb = "would draft" if args.dry_run else ("found existing" if draft.reused else "drafted")
+        print(f"  {verb} #{draft.application_id} {draft.step} to {draft.to or '(nobody yet)'}")
+        if args.dry_run:
+            print("\n".join(f"    | {line}" for line in draft.raw.decode().splitlines()))
+    return EXIT_OK
+
+
+@contextmanager
+def cycle_store(config: Config, dry_run: bool) -> Iterator[Store]:
+    """The real store, or for a dry run a throwaway copy of it (so nothing is written)."""
+    if not dry_run:
+        store = open_store(config)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="nextround-dry-run-") as directory:
+        copy = Path(directory) / "state.db"
+        if config.database_path.exists():
+            try:
+                source = sqlite3.connect(f"file:{config.database_path}?mode=ro", uri=True)
+                target = sqlite3.connect(copy)
+                source.backup(target)
+                source.close()
+                target.close()
+            except sqlite3.Error as error:
+                raise StorageError(f"state database: copying for a dry run: {error}") from None
+        store = Store.open(copy)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+class DryRunMailbox:
+    """Reads pass through; APPEND is refused quietly, so a dry run writes nothing to IMAP."""
+
+    def __init__(self, inner: Mailbox) -> None:
+        self.inner = inner
+
+    def list_folders(self) -> list[FolderInfo]:
+        return self.inner.list_folders()
+
+    def status(self, folder: str) -> FolderStatus:
+        return self.inner.status(folder)
+
+    def select(self, folder: str) -> FolderStatus:
+        return self.inner.select(folder)
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        return self.inner.uids_after(last_uid)
+
+    def uids_since(self, day: Any) -> list[int]:
+        return self.inner.uids_since(day)
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
+        return self.inner.fetch(uids, max_bytes)
+
+    def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
+        return self.inner.fetch_headers(uids)
+
+    def search_header(self, folder: str, name: str, value: str) -> dict[int, bytes]:
+        return self.inner.search_header(folder, name, value)
+
+    def folder_headers(self, folder: str) -> dict[int, bytes]:
+        return self.inner.folder_headers(folder)
+
+    def append(self, folder: str, raw: bytes, flags: Sequence[str], when: datetime) -> int | None:
+        logger.debug("dry run: not saving a %d-byte message to %s", len(raw), folder)
+        return None
+
+    def noop(self) -> None:
+        self.inner.noop()
+
+    def logout(self) -> None:
+        self.inner.logout()
+
+
+def timing(config: Config) -> Timing:
+    lifecycle = config.lifecycle
+    return Timing(lifecycle.follow_up_delay, lifecycle.close_delay, lifecycle.send_delay)
+
+
+def application_rows(config: Config, store: Store) -> list[dict[str, Any]]:
+    rows = []
+    for app in apps.all_applications(store):
+        action, when = next_action(app.state, app.clock, timing(config))
+        rows.append(
+            {
+                "id": app.id,
+                "company": app.company,
+                "role": app.role,
+                "stage": app.stage,
+                "state": app.state.value,
+                "contact": app.contact_email,
+                "next_action": action,
+                "next_action_at": when.isoformat() if when else None,
+                "opened_at": app.opened_at.isoformat(),
+                "subject": app.rejection_subject,
+                "note": app.note,
+            }
+        )
+    return rows
+
+
+def status(args: argparse.Namespace) -> int:
+    config = load(args)
+    store = open_store(config)
+    try:
+        folders = [
+            {
+                "folder": row.folder,
+                "role": row.role,
+                "uidvalidity": row.uidvalidity,
+                "last_uid": row.last_uid,
+                "messages": row.messages,
+                "skipped": row.skipped,
+                "synced_at": row.synced_at,
+            }
+            for row in store.folder_counts()
+        ]
+        skipped = store.unparsable()
+        rows = application_rows(config, store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(folders if args.folders else rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if args.folders:
+        print_folders(folders, skipped)
+        return EXIT_OK
+    if not rows:
+        print("no applications yet" + ("" if folders else ": run `nextround once`"))
+        return EXIT_OK
+    print(
+        f"{'ID':>3} {'COMPANY':<20} {'ROLE':<24} {'STAGE':<11} {'STATE':<13} {'CONTACT':<26} NEXT"
+    )
+    for row in rows:
+        when = (
+            f" at {row['next_action_at'][:16].replace('T', ' ')}" if row["next_action_at"] else ""
+        )
+        print(
+            f"{row['id']:>3} {(row['company'] or '?')[:20]:<20} {(row['role'] or '?')[:24]:<24} "
+            f"{row['stage'] or '-':<11} {row['state']:<13} {(row['contact'] or '-')[:26]:<26} "
+            f"{row['next_action']}{when}"
+        )
+    return EXIT_OK
+
+
+def print_folders(folders: list[dict[str, Any]], skipped: list[tuple[str, int, str, str]]) -> None:
+    if not folders:
+        print("nothing synced yet: run `nextround once`")
+        return
+    print(f"{'ROLE':<8} {'FOLDER':<20} {'MESSAGES':>8} {'SKIPPED':>8}  LAST SYNC")
+    for folder in folders:
+        print(
+            f"{folder['role']:<8} {folder['folder']:<20} {folder['messages']:>8} "
+            f"{folder['skipped']:>8}  {folder['synced_at']}"
+        )
+    if skipped:
+        print("\nskipped messages (newest first):")
+        for folder_name, uid, message_id, error in skipped:
+            print(f"  {folder_name} UID {uid} {message_id}: {error}")
+
+
+def _user_event(args: argparse.Namespace, event: Event, verb: str) -> int:
+    config = load(args)
+    store = open_store(config)
+    now = datetime.now(UTC)
+    try:
+        with store.transaction():
+            app = apps.get(store, args.id)
+            if app is None:
+                raise UsageError(f"no application #{args.id} (see `nextround status`)")
+            try:
+                apps.apply_event(store, app, event, now, "by the user")
+            except InvalidTransition:
+                raise UsageError(
+                    f"application #{app.id} is {app.state.value}: nothing to {verb}"
+                ) from None
+    finally:
+        store.close()
+    print(f"#{args.id} {verb}ed: nothing more will be drafted for it")
+    return EXIT_OK
+
+
+def skip(args: argparse.Namespace) -> int:
+    return _user_event(args, Event.USER_SKIPPED, "skipp")
+
+
+def close(args: argparse.Namespace) -> int:
+    return _user_event(args, Event.USER_CLOSED, "clos")
+
+
+def label(args: argparse.Namespace) -> int:
+    """Fetch the message from INBOX and file it as an example; `train` (or the next start)
+    picks it up. The message stays where it is."""
+    from nextround.daemon.session import open_session
+
+    config = load(args)
+    settings = model_settings(config)
+    message_id = args.message_id.strip()
+    if not message_id.startswith("<"):
+        message_id = f"<{message_id}>"
+    session = open_session(config)
+    try:
+        found = session.mailbox.search_header(
+            session.folders["inbox"].name, "Message-ID", message_id
+        )
+        raw = b""
+        for fetched in session.mailbox.fetch(sorted(found), config.sync.max_message_bytes):
+            raw = fetched.raw
+            break
+    finally:
+        session.close()
+    if not raw:
+        raise NextroundError(f"{message_id}: not found in {session.folders['inbox'].name}")
+    folder = settings.corrections_dir / args.label
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in message_id.strip("<>"))
+    for other in ("rejection", "closed", "other"):
+        (settings.corrections_dir / other / f"{name}.eml").unlink(missing_ok=True)
+    path = folder / f"{name}.eml"
+    path.write_bytes(raw)
+    path.chmod(0o600)
+    store = open_store(config)
+    try:
+        with store.transaction():
+            store.connection.execute(
+                "UPDATE messages SET corrected_label = ? WHERE message_id = ?",
+                (args.label, message_id),
+            )
+    finally:
+        store.close()
+    print(f"{message_id} filed as {args.label}: {path}")
+    print("the classifier retrains with it on its next use (or run `nextround train`)")
+    return EXIT_OK
+
+
+def classify(args: argparse.Namespace) -> int:
+    from nextround.classifier.analyse import analyse
+    from nextround.daemon.parse import parse_message
+    from nextround.daemon.training import get_model
+
+    config = load_optional(args)
+    model = get_model(model_settings(config))
+    user = [config.identity.email] if config else []
+    paths: list[str] = args.paths
+    if paths.count("-") > 1:
+        raise UsageError("- (stdin) can be given once")
+    rows: list[dict[str, Any]] = []
+    # Chunks keep memory bounded for thousands of files while still predicting in batches.
+    for start in range(0, len(paths), 256):
+        chunk = paths[start : start + 256]
+        parsed: list[tuple[int, Any]] = []
+        results: list[dict[str, Any]] = []
+        for index, path in enumerate(chunk):
+            try:
+                raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+                parsed.append((index, parse_message(raw)))
+                results.append({"path": path})
+            except OSError as error:
+                results.append({"path": path, "error": f"cannot read: {error.strerror}"})
+            except NextroundError as error:
+                results.append({"path": path, "error": str(error)})
+        analyses = analyse([message for _, message in parsed], model, user_addresses=user)
+        for (index, message), analysis in zip(parsed, analyses, strict=True):
+            results[index].update(analysis.as_json())
+            if args.explain:
+                results[index]["explain"] = [
+                    [name, round(weight, 4)] for name, weight in model.explain(message)
+                ]
+        rows.extend(results)
+        if args.json:
+            for row in results:
+                print(json.dumps(row, ensure_ascii=False))
+    if not args.json:
+        print_classification_table(rows, args.explain)
+    return EXIT_OK
+
+
+def print_classification_table(rows: list[dict[str, Any]], explain: bool) -> None:
+    print(f"{'LABEL':<10} {'SCORE':>5} {'STAGE':<11} {'COMPANY':<22} {'REPLY-TO':<28} PATH")
+    for row in rows:
+        if "error" in row:
+            print(f"{'error':<10} {'':>5} {'':<11} {'':<22} {'':<28} {row['path']}: {row['error']}")
+            continue
+        print(
+            f"{row['label']:<10} {row['score']:>5.2f} {row['stage'] or '-':<11} "
+            f"{(row['company'] or '-')[:22]:<22} {(row['reply_to'] or '-')[:28]:<28} {row['path']}"
+        )
+        if row["role"]:
+            print(f"{'':<10} {'':>5} role: {row['role']}")
+        if row["no_feedback_policy"]:
+            print(f"{'':<10} {'':>5} says it gives no individual feedback")
+        if explain:
+            for name, weight in row["explain"]:
+                print(f"{'':<10} {'':>5}   {weight:+.3f}  {name}")
+
+
+def train(args: argparse.Namespace) -> int:
+    from nextround.daemon.training import train_and_save
+
+    _, report = train_and_save(model_settings(load_optional(args)))
+    labels = ", ".join(f"{count} {label}" for label, count in report.by_label.items())
+    print(f"trained on {report.examples} examples ({labels}) in {report.seconds:.1f} s")
+    print(f"your own examples: {report.user_examples}; skipped: {len(report.skipped)}")
+    for problem in report.skipped:
+        print(f"  skipped {problem}")
+    print(f"model: {report.path} (fingerprint {report.fingerprint})")
+    return EXIT_OK
