@@ -148,7 +148,9 @@ def memory_of_loaded_model(path: Path) -> float:
         f"m=load_model(Path({str(path)!r}));m.predict([Message('<x@y>', 'hi', text='hello')]);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return int(output.stdout.strip()) / 1024
 
 
@@ -159,18 +161,30 @@ def main() -> int:
     args = parser.parse_args()
 
     examples = load_corpus()
-    print(f"corpus: {len(examples)} examples; python {platform.python_version()}, {os.cpu_count()} cpus")
+    print(
+        f"corpus: {len(examples)} examples; "
+        f"python {platform.python_version()}, {os.cpu_count()} cpus"
+    )
     results: dict[str, Any] = {"held_out": held_out(examples)}
     split = results["held_out"]
     r = split["is_rejection"]
-    print(f"\n1. held-out split ({split['test_examples']} mails, trained on {split['train_examples']}"
-          f" in {split['train_seconds']} s), threshold {DEFAULT_THRESHOLD}")
-    print(f"   is_rejection  precision {r['precision']:.3f}  recall {r['recall']:.3f}  F1 {r['f1']:.3f}"
-          f"  (tp {r['tp']}, fp {r['fp']}, fn {r['fn']})")
-    print(f"   label accuracy {split['label_accuracy']:.3f} by language "
-          + ", ".join(f"{k} {v:.2f}" for k, v in split["label_accuracy_by_lang"].items()))
-    print(f"   stage accuracy {split['stage_accuracy']:.3f}  company {split['company_accuracy']:.3f}"
-          f"  reply-to {split['reply_to_accuracy']:.3f}  (on rejections found)")
+    print(
+        f"\n1. held-out split ({split['test_examples']} mails, trained on {split['train_examples']}"
+        f" in {split['train_seconds']} s), threshold {DEFAULT_THRESHOLD}"
+    )
+    print(
+        f"   is_rejection  precision {r['precision']:.3f}  recall {r['recall']:.3f}"
+        f"  F1 {r['f1']:.3f}"
+        f"  (tp {r['tp']}, fp {r['fp']}, fn {r['fn']})"
+    )
+    print(
+        f"   label accuracy {split['label_accuracy']:.3f} by language "
+        + ", ".join(f"{k} {v:.2f}" for k, v in split["label_accuracy_by_lang"].items())
+    )
+    print(
+        f"   stage accuracy {split['stage_accuracy']:.3f}  company {split['company_accuracy']:.3f}"
+        f"  reply-to {split['reply_to_accuracy']:.3f}  (on rejections found)"
+    )
     print("   threshold sweep (precision / recall):")
     for row in split["sweep"]:
         print(f"     {row['threshold']:.2f}: {row['precision']:.3f} / {row['recall']:.3f}")
@@ -205,19 +219,27 @@ def main() -> int:
             flagged = [p.is_rejection for p in predictions]
             scores = prf(flagged, labels)
             results[name] = {**scores, "sweep": sweep([p.score for p in predictions], labels)}
-            print(f"   {name}: {len(messages)} mails, precision {scores['precision']:.3f}, recall "
-                  f"{scores['recall']:.3f}, F1 {scores['f1']:.3f}, false positives {scores['fp']},"
-                  f" missed {scores['fn']}")
+            print(
+                f"   {name}: {len(messages)} mails, precision {scores['precision']:.3f}, recall "
+                f"{scores['recall']:.3f}, F1 {scores['f1']:.3f}, false positives {scores['fp']},"
+                f" missed {scores['fn']}"
+            )
             for row in results[name]["sweep"][::2]:
-                print(f"     at {row['threshold']:.2f}: P {row['precision']:.3f} R {row['recall']:.3f}"
-                      f" fp {row['fp']}")
+                print(
+                    f"     at {row['threshold']:.2f}: P {row['precision']:.3f}"
+                    f" R {row['recall']:.3f} fp {row['fp']}"
+                )
 
     print("\n3. speed and memory")
     results["speed"] = speed(model, [example.message for example in examples])
-    print(f"   batched {results['speed']['batched_per_s']} msg/s, one at a time "
-          f"{results['speed']['single_per_s']} msg/s")
+    print(
+        f"   batched {results['speed']['batched_per_s']} msg/s, one at a time "
+        f"{results['speed']['single_per_s']} msg/s"
+    )
     print(f"   resident memory of a process with the model loaded: {results['memory_mb']} MB")
-    print(f"   this process peak: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"   this process peak: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     return 0

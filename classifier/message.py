@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.header import decode_header, make_header
 
 _WHITESPACE = re.compile(r"\s+")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
@@ -17,6 +18,22 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 def one_line(value: str) -> str:
     """Fold all white space, CR and LF included, into single spaces."""
     return _WHITESPACE.sub(" ", value).strip()
+
+
+def header_safe(value: str) -> str:
+    """A value from a mail, made safe for a header we write: encoded-words decoded (so a
+    CR/LF hidden in one is seen), white space folded, and no encoded-word left that a mail
+    library could decode into a line break later."""
+    text = value
+    for _ in range(3):  # encoded-words may hide more encoded-words
+        try:
+            decoded = str(make_header(decode_header(text)))
+        except (ValueError, LookupError, UnicodeError):
+            break
+        if decoded == text:
+            break
+        text = decoded
+    return one_line(text).replace("=?", "= ?")
 
 
 def message_ids(value: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from nextround.classifier.message import Address, one_line
+from nextround.classifier.message import Address, header_safe, one_line
 from nextround.daemon.errors import TemplateError
 
 logger = logging.getLogger(__name__)
@@ -160,15 +160,15 @@ def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
         message["To"] = _header_address(spec.to)
     else:
         body = f"{NEEDS_CONTACT_MARK}\n\n{body}"
-    message["Subject"] = one_line(spec.subject)
+    message["Subject"] = header_safe(spec.subject)
     message["Date"] = format_datetime(now)
     domain = spec.identity.domain or "nextround.invalid"
     message_id = make_msgid(domain=domain)
     message["Message-ID"] = message_id
-    answers = one_line(spec.answers)
+    answers = header_safe(spec.answers)
     if answers:
         message["In-Reply-To"] = answers
-        chain = [one_line(ref) for ref in spec.references if ref and ref != answers]
+        chain = [header_safe(ref) for ref in spec.references if ref and ref != answers]
         message["References"] = " ".join([*chain[-(MAX_REFERENCES - 1) :], answers])
     message[HEADER] = header_value(spec.application_id, spec.step)
     message.set_content(body, charset="utf-8")
@@ -185,8 +185,8 @@ def parse_header_value(value: str) -> tuple[int, str] | None:
 
 
 def _header_address(address: Address) -> HeaderAddress:
-    name = one_line(address.name).replace('"', "'")
-    local, _, domain = one_line(address.email).partition("@")
+    name = header_safe(address.name).replace('"', "'")
+    local, _, domain = header_safe(address.email).partition("@")
     try:
         return HeaderAddress(display_name=name, username=local, domain=domain)
     except (ValueError, IndexError):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dovecot import Dovecot, DovecotNotInstalledError, MailUser
+from support import ConfigWriter
 
 _user_numbers = itertools.count(1)
 _SERVER_KEY = pytest.StashKey[Dovecot]()
@@ -80,3 +82,58 @@ def pytest_runtest_makereport(
     if report.failed and uses_server and server is not None:
         report.sections.append(("dovecot log", server.diagnostics()))
     return report
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The classifier, trained once per session; tests copy it into their state directory
+    (the fingerprint matches, so nextround uses it instead of training again)."""
+    from nextround.daemon.config import DEFAULT_THRESHOLD
+    from nextround.daemon.training import ModelSettings, get_model
+
+    directory = tmp_path_factory.mktemp("model")
+    get_model(ModelSettings(state_dir=directory, threshold=DEFAULT_THRESHOLD))
+    return directory
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, dovecot: Dovecot, trained_model: Path) -> ConfigWriter:
+    """Write a config for `user` and return its path; keyword arguments override [imap] keys."""
+
+    def write(user: MailUser, *, extra: str = "", **imap: object) -> Path:
+        password_file = tmp_path / f"password-{user.username}"
+        password_file.write_text(user.password + "\n")
+        password_file.chmod(0o600)
+        settings: dict[str, object] = {
+            "host": dovecot.host,
+            "port": dovecot.port_plain,
+            "security": "plain",
+            "username": user.username,
+            "password_file": str(password_file),
+            "timeout": 10.0,
+        }
+        settings.update(imap)
+        lines = ["[imap]"]
+        for key, value in settings.items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+        lines += [
+            "",
+            "[identity]",
+            'name = "Alex Doe"',
+            f'email = "{user.username}"',
+            "",
+            "[state]",
+            f'database = "{tmp_path / "state" / "state.db"}"',
+            "",
+            extra,
+        ]
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700, exist_ok=True)
+        for model_file in trained_model.iterdir():
+            shutil.copy2(model_file, state / model_file.name)
+        path = tmp_path / "config.toml"
+        path.write_text("\n".join(lines), encoding="utf-8")
+        path.chmod(0o600)
+        return path
+
+    return write

@@ -9,8 +9,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from support import ConfigWriter, run_cli
 from dovecot import Dovecot, MailUser
+from support import ConfigWriter, run_cli
 
 from nextround.classifier.message import Message
 from nextround.daemon.config import Config, load_config

@@ -29,7 +29,12 @@ PLAIN = folders(("INBOX", ""), ("Sent Items", ""), ("INBOX.Drafts", ""))
         (GMAIL, "drafts", "Drafts", ("Drafts", "config")),
         (PLAIN, "sent", "", ("Sent Items", "common name")),
         (PLAIN, "drafts", "", ("INBOX.Drafts", "common name")),
-        (folders(("INBOX", ""), ("sent messages", "")), "sent", "", ("sent messages", "common name")),
+        (
+            folders(("INBOX", ""), ("sent messages", "")),
+            "sent",
+            "",
+            ("sent messages", "common name"),
+        ),
         (folders(("Box", "\\drafts")), "drafts", "", ("Box", "special-use")),
     ],
 )

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from nextround.daemon.errors import MessageParseError
 from nextround.classifier.text import html_to_text
+from nextround.daemon.errors import MessageParseError
 from nextround.daemon.parse import header_message_id, parse_message, synthetic_message_id
 
 PLAIN = b"""From: Jane Doe <Jane.Doe@Acme.com>
@@ -38,7 +38,7 @@ Content-Type: text/html; charset=utf-8
 INJECTION = (
     b"From: =?utf-8?q?Evil=0D=0ABcc:_x@evil.org?= <hr@acme.com>\r\n"
     b"Subject: =?utf-8?b?"
-    + __import__("base64").b64encode("Hi\r\nBcc: victim@evil.org".encode())
+    + __import__("base64").b64encode(b"Hi\r\nBcc: victim@evil.org")
     + b"?=\r\nMessage-ID: <m3@acme.com>\r\n\r\nbody\r\n"
 )
 
@@ -64,7 +64,7 @@ def test_plain_message_fields() -> None:
 
 def test_html_only_becomes_text() -> None:
     message = parse_message(HTML_ONLY)
-    assert message.subject == "Ihre Bewerbung – Absage"
+    assert message.subject == "Ihre Bewerbung \u2013 Absage"
     assert "Sehr geehrte Frau Müller," in message.text
     assert "leider nicht ." in message.text or "leider nicht." in message.text
     assert "alert" not in message.text
@@ -115,7 +115,10 @@ def test_unparsable(raw: bytes, reason: str) -> None:
             "<b@x>",
         ),
         # An unknown charset.
-        (b"From: a@b.c\nMessage-ID: <c@x>\nContent-Type: text/plain; charset=x-nope\n\nhi\n", "<c@x>"),
+        (
+            b"From: a@b.c\nMessage-ID: <c@x>\nContent-Type: text/plain; charset=x-nope\n\nhi\n",
+            "<c@x>",
+        ),
         # Invalid base64.
         (
             b"From: a@b.c\nMessage-ID: <d@x>\nContent-Transfer-Encoding: base64\n\n!!!not base64\n",

@@ -1,0 +1,213 @@
+"""Drafts: the templates as ETIQUETTE.md asks, proper MIME, and nothing from a mail evaluated."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from nextround.classifier.message import Address
+from nextround.daemon.drafts import (
+    HEADER,
+    NEEDS_CONTACT_MARK,
+    DraftSpec,
+    Renderer,
+    build_draft,
+    draft_variables,
+    first_name,
+    normalised_subject,
+    parse_header_value,
+    reply_subject,
+    template_name,
+)
+from nextround.daemon.errors import TemplateError
+
+ME = Address("Alex Doe", "alex@example.org")
+NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
+TEMPLATES = [
+    ("request", "interview"),
+    ("request", "application"),
+    ("follow_up", "interview"),
+    ("thank_you", "application"),
+]
+
+
+def render(step: str, stage: str, **overrides: object) -> str:
+    values: dict[str, object] = {
+        "contact": Address("Jane Smith", "jane@acme.com"),
+        "company": "Acme Robotics",
+        "role": "Backend Engineer",
+        "no_feedback_policy": False,
+    }
+    values.update(overrides)
+    variables = draft_variables(
+        ME,
+        values["contact"],  # type: ignore[arg-type]
+        values["company"],  # type: ignore[arg-type]
+        values["role"],  # type: ignore[arg-type]
+        stage,
+        bool(values["no_feedback_policy"]),
+        rejected_on=date(2026, 11, 20),
+        request_date=date(2026, 11, 21),
+    )
+    return Renderer().render(template_name(step, stage), variables)
+
+
+@pytest.mark.parametrize(("step", "stage"), TEMPLATES)
+@pytest.mark.parametrize("known", [True, False])
+def test_templates_follow_the_etiquette(step: str, stage: str, known: bool) -> None:
+    if known:
+        text = render(step, stage)
+    else:
+        text = render(step, stage, contact=None, company=None, role=None)
+    words = len(text.split())
+    assert 30 < words < 150, f"{words} words"
+    assert text.rstrip().endswith("Alex Doe"), "signed with the identity's name"
+    assert "Thank" in text or "thank" in text, "grateful"
+    assert "\n\n\n" not in text
+    lowered = text.lower()
+    for argument in ("reconsider", "why was i", "weakness", "unfair", "disagree", "another chance"):
+        assert argument not in lowered
+    if known:
+        assert text.startswith("Hi Jane,")
+        assert "Acme Robotics" in text
+    else:
+        assert text.startswith("Hello,")
+        assert "None" not in text and "{{" not in text
+
+
+def test_request_asks_a_small_bounded_forward_looking_question() -> None:
+    interview = render("request", "interview")
+    assert "one to three things" in interview
+    assert "in the future" in interview
+    application = render("request", "application")
+    assert "kept me in mind" in application and "future" in application
+    soft = render("request", "interview", no_feedback_policy=True)
+    assert "may not be able to give individual feedback" in soft
+
+
+def test_mail_content_is_never_evaluated_as_template_code() -> None:
+    hostile = "{{ 7*7 }}{% for x in range(3) %}X{% endfor %}{{ cycler.__init__.__globals__ }}"
+    text = render("request", "interview", company=hostile, role="{{ identity.email }}")
+    assert hostile in text
+    assert "{{ identity.email }}" in text
+    assert "49" not in text and "XXX" not in text
+
+
+def test_override_directory_wins_and_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "thank_you.txt.j2").write_text("Thanks, {{ company }}!\n{{ identity.name }}\n")
+    renderer = Renderer(tmp_path)
+    variables = draft_variables(ME, None, "Acme", None, None, False)
+    assert renderer.render("thank_you.txt.j2", variables) == "Thanks, Acme!\nAlex Doe\n"
+    assert "Hello," in renderer.render("follow_up.txt.j2", variables)  # falls back to shipped
+    (tmp_path / "follow_up.txt.j2").write_text("{{ no_such_variable }}")
+    with pytest.raises(TemplateError, match=r"follow_up\.txt\.j2.*no_such_variable"):
+        Renderer(tmp_path).render("follow_up.txt.j2", variables)
+    (tmp_path / "follow_up.txt.j2").write_text("{% if %}")
+    with pytest.raises(TemplateError, match=r"follow_up\.txt\.j2:1"):
+        Renderer(tmp_path).render("follow_up.txt.j2", variables)
+
+
+def spec(**overrides: object) -> DraftSpec:
+    values: dict[str, object] = {
+        "application_id": 12,
+        "step": "request",
+        "identity": ME,
+        "to": Address("Jane Smith", "jane@acme.com"),
+        "subject": reply_subject("Your application"),
+        "answers": "<rejection@acme.com>",
+        "references": ("<ack@acme.com>",),
+        "variables": {},
+    }
+    values.update(overrides)
+    return DraftSpec(**values)  # type: ignore[arg-type]
+
+
+def test_draft_is_a_proper_threaded_reply() -> None:
+    raw, message_id = build_draft(spec(), "Hello there,\nthanks.\n", NOW)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["From"] == "Alex Doe <alex@example.org>"
+    assert parsed["To"] == "Jane Smith <jane@acme.com>"
+    assert parsed["Subject"] == "Re: Your application"
+    assert parsed["In-Reply-To"] == "<rejection@acme.com>"
+    assert parsed["References"] == "<ack@acme.com> <rejection@acme.com>"
+    assert parsed["Message-ID"] == message_id and message_id.endswith("@example.org>")
+    assert parsed["Date"] == "Sun, 22 Nov 2026 09:30:00 +0000"
+    assert parsed[HEADER] == "12; step=request"
+    assert parsed.get_content_type() == "text/plain"
+    assert parsed.get_content_charset() == "utf-8"
+    assert parsed.get_content().replace("\r\n", "\n") == "Hello there,\nthanks.\n"
+
+
+def test_no_contact_means_empty_to_and_a_marked_first_line() -> None:
+    raw, _ = build_draft(spec(to=None), "Hello,\n", NOW)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["To"] is None
+    assert parsed.get_content().startswith(NEEDS_CONTACT_MARK)
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "Hi\r\nBcc: victim@evil.org",
+        "Hi\nBcc: victim@evil.org",
+        "Hi\rBcc: victim@evil.org",
+        "=?utf-8?q?Hi=0D=0ABcc:_victim@evil.org?=",
+        "Hi\u2028Bcc: x",
+    ],
+)
+def test_values_from_mail_cannot_reach_a_header_line(evil: str) -> None:
+    raw, _ = build_draft(
+        spec(
+            to=Address(f"Jane{evil}", "jane@acme.com"),
+            subject=reply_subject(evil),
+            answers="<a@b>\r\nBcc: x@evil.org",
+        ),
+        "body\n",
+        NOW,
+    )
+    header_block = raw.split(b"\r\n\r\n", 1)[0].decode()
+    lines = header_block.split("\r\n")
+    assert not any(line.lower().startswith("bcc") for line in lines)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Bcc"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Jane Smith", "Jane"),
+        ("Smith, Jane", "Jane"),
+        ("Dr. Maria Garcia", "Maria"),
+        ("jörg müller", "Jörg"),
+        ("Acme Recruiting", None),
+        ("Talent Acquisition Team", None),
+        ("", None),
+        ("The Hiring Team at Acme", None),
+    ],
+)
+def test_first_name(name: str, expected: str | None) -> None:
+    assert first_name(Address(name, "x@acme.com")) == expected
+
+
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        ("Your application", "Re: Your application"),
+        ("RE: Re: Your application", "Re: Your application"),
+        ("AW: Ihre Bewerbung", "Re: Ihre Bewerbung"),
+        ("", "Re: your message"),
+    ],
+)
+def test_reply_subject(original: str, expected: str) -> None:
+    assert reply_subject(original) == expected
+    assert normalised_subject(expected) == normalised_subject(original or "your message")
+
+
+def test_header_value_round_trip() -> None:
+    assert parse_header_value("12; step=follow_up") == (12, "follow_up")
+    assert parse_header_value("112; step=request") == (112, "request")
+    assert parse_header_value("12; step=request; extra") is None

@@ -1,0 +1,129 @@
+"""Every lifecycle transition, as a table; and the time-based events derived from the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from nextround.daemon.lifecycle import (
+    OPEN_STATES,
+    TRANSITIONS,
+    Clock,
+    Draft,
+    Event,
+    InvalidTransition,
+    State,
+    Timing,
+    due_event,
+    next_action,
+    transition,
+)
+
+S, E, D = State, Event, Draft
+
+TABLE = [
+    (S.NEW, E.REQUEST_DRAFTED, S.DRAFTED, D.NOTHING),
+    (S.NEW, E.REQUEST_DRAFTED_NO_CONTACT, S.NEEDS_CONTACT, D.NOTHING),
+    (S.DRAFTED, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
+    (S.NEEDS_CONTACT, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
+    (S.STALE, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
+    (S.DRAFTED, E.REQUEST_DRAFT_GONE, S.SKIPPED, D.NOTHING),
+    (S.NEEDS_CONTACT, E.REQUEST_DRAFT_GONE, S.SKIPPED, D.NOTHING),
+    (S.STALE, E.REQUEST_DRAFT_GONE, S.SKIPPED, D.NOTHING),
+    (S.DRAFTED, E.SEND_DEADLINE_PASSED, S.STALE, D.NOTHING),
+    (S.NEEDS_CONTACT, E.SEND_DEADLINE_PASSED, S.STALE, D.NOTHING),
+    (S.REQUESTED, E.FOLLOW_UP_DUE, S.FOLLOWED_UP, D.FOLLOW_UP),
+    (S.FOLLOWED_UP, E.FOLLOW_UP_SENT, S.FOLLOWED_UP, D.NOTHING),
+    (S.FOLLOWED_UP, E.FOLLOW_UP_DRAFT_GONE, S.CLOSED, D.NOTHING),
+    (S.FOLLOWED_UP, E.CLOSE_DUE, S.CLOSED, D.NOTHING),
+    (S.REQUESTED, E.REPLY_RECEIVED, S.REPLIED, D.THANK_YOU),
+    (S.FOLLOWED_UP, E.REPLY_RECEIVED, S.REPLIED, D.THANK_YOU),
+    *[(state, E.USER_SKIPPED, S.SKIPPED, D.NOTHING) for state in sorted(OPEN_STATES)],
+    *[(state, E.USER_CLOSED, S.CLOSED, D.NOTHING) for state in sorted(OPEN_STATES)],
+]
+
+
+@pytest.mark.parametrize(("state", "event", "after", "draft"), TABLE)
+def test_transition(state: State, event: Event, after: State, draft: Draft) -> None:
+    assert transition(state, event) == (after, draft)
+
+
+def test_the_table_is_the_whole_machine() -> None:
+    assert {(state, event) for state, event, _, _ in TABLE} == set(TRANSITIONS)
+
+
+@pytest.mark.parametrize("state", [S.REPLIED, S.CLOSED, S.SKIPPED])
+@pytest.mark.parametrize("event", list(Event))
+def test_terminal_states_accept_nothing(state: State, event: Event) -> None:
+    with pytest.raises(InvalidTransition):
+        transition(state, event)
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (S.DRAFTED, E.REPLY_RECEIVED),  # nothing was asked yet
+        (S.REQUESTED, E.REQUEST_SENT),  # sent twice
+        (S.DRAFTED, E.FOLLOW_UP_DUE),
+        (S.STALE, E.FOLLOW_UP_DUE),  # never sent: never followed up
+        (S.REQUESTED, E.CLOSE_DUE),
+    ],
+)
+def test_events_that_do_not_apply(state: State, event: Event) -> None:
+    with pytest.raises(InvalidTransition):
+        transition(state, event)
+
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+TIMING = Timing(timedelta(days=7), timedelta(days=7), timedelta(days=3))
+
+
+def clock(**moments: datetime) -> Clock:
+    values: dict[str, datetime | None] = {
+        "request_drafted_at": None,
+        "request_sent_at": None,
+        "follow_up_drafted_at": None,
+        "follow_up_sent_at": None,
+    }
+    values.update(moments)
+    return Clock(**values)
+
+
+@pytest.mark.parametrize(
+    ("state", "moments", "now", "expected"),
+    [
+        (S.DRAFTED, {"request_drafted_at": T0}, T0 + timedelta(days=2), None),
+        (S.DRAFTED, {"request_drafted_at": T0}, T0 + timedelta(days=3), E.SEND_DEADLINE_PASSED),
+        (
+            S.NEEDS_CONTACT,
+            {"request_drafted_at": T0},
+            T0 + timedelta(days=4),
+            E.SEND_DEADLINE_PASSED,
+        ),
+        (S.REQUESTED, {"request_sent_at": T0}, T0 + timedelta(days=6, hours=23), None),
+        (S.REQUESTED, {"request_sent_at": T0}, T0 + timedelta(days=7), E.FOLLOW_UP_DUE),
+        # Fell due while the daemon was down: still due at the next cycle, weeks later.
+        (S.REQUESTED, {"request_sent_at": T0}, T0 + timedelta(days=40), E.FOLLOW_UP_DUE),
+        (S.FOLLOWED_UP, {"follow_up_drafted_at": T0}, T0 + timedelta(days=7), E.CLOSE_DUE),
+        (
+            S.FOLLOWED_UP,
+            {"follow_up_drafted_at": T0, "follow_up_sent_at": T0 + timedelta(days=2)},
+            T0 + timedelta(days=8),
+            None,
+        ),
+        (S.STALE, {"request_drafted_at": T0}, T0 + timedelta(days=30), None),
+        (S.REPLIED, {"request_sent_at": T0}, T0 + timedelta(days=30), None),
+    ],
+)
+def test_due_events(
+    state: State, moments: dict[str, datetime], now: datetime, expected: Event | None
+) -> None:
+    assert due_event(state, clock(**moments), TIMING, now) is expected
+
+
+def test_next_action_for_status() -> None:
+    action, when = next_action(S.REQUESTED, clock(request_sent_at=T0), TIMING)
+    assert action == "draft a follow-up if no reply"
+    assert when == T0 + timedelta(days=7)
+    assert next_action(S.CLOSED, clock(), TIMING) == ("none", None)
