@@ -37,6 +37,7 @@ from nextround.daemon.drafts import (
     reply_subject,
     template_name,
 )
+from nextround.daemon.faults import checkpoint
 from nextround.daemon.lifecycle import (
     AWAITING_SEND,
     OPEN_STATES,
@@ -224,7 +225,7 @@ class Engine:
         self.open(store, message, analysis, now)
 
     def open(self, store: Store, message: Message, analysis: Analysis, now: datetime) -> None:
-        contact = self._contact(message, analysis.reply_to)
+        contact = self._contact(store, message, analysis.reply_to)
         if analysis.label == "closed":
             state, note = State.CLOSED, "the position was closed or cancelled: nothing to ask"
         elif analysis.stage not in self.config.lifecycle.stages:
@@ -250,13 +251,14 @@ class Engine:
         )
         self._note(f"#{application_id} opened ({state.value}): {analysis.company or '?'}")
 
-    def _contact(self, message: Message, reply_to: str | None) -> Address | None:
+    def _contact(self, store: Store, message: Message, reply_to: str | None) -> Address | None:
+        """The chosen address with its display name, from this mail or an earlier one."""
         if not reply_to:
             return None
         for address in (*message.reply_to, message.from_):
             if address and address.email == reply_to:
                 return address
-        return Address("", reply_to)
+        return store.contact(reply_to) or Address("", reply_to)
 
     def on_sent(self, store: Store, message: Message, now: datetime) -> None:
         """A sent copy: the user sent a request or a follow-up (under any Message-ID)."""
@@ -362,6 +364,7 @@ class Engine:
             body = self.renderer.render(template, spec.variables)
             raw, message_id = build_draft(spec, body, now)
             mailbox.append(folders["drafts"].name, raw, ["\\Draft", "\\Seen"], now)
+            checkpoint("after-append")  # the crash the Drafts/Sent search above recovers from
             logger.info("#%d: %s drafted to %s", app.id, step, spec.to or "nobody yet")
         if self.report is not None:
             self.report.drafts.append(

@@ -279,6 +279,10 @@ class Store:
                 ),
             )
 
+    def contact(self, email: str) -> Address | None:
+        row = self._one("SELECT name, email FROM contacts WHERE email = ?", email)
+        return Address(name=row[0], email=row[1]) if row else None
+
     def earlier_contacts(self, company_key: str, domains: Sequence[str]) -> list[Address]:
         """People who wrote before about this company (or from its domain), newest first."""
         if not company_key and not domains:

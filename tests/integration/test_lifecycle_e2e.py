@@ -1,0 +1,334 @@
+"""The whole lifecycle against a real Dovecot, with the user's mail client simulated over IMAP
+and SMTP: draft, send, reply, thank-you; follow-up and close; skip; crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dovecot import MailUser
+from mailclient import MailClient, SmtpServer
+from support import ConfigWriter, run_cli
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def mail(
+    sender: str,
+    subject: str,
+    body: str,
+    when: datetime = T0,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    **headers: str,
+) -> tuple[bytes, str]:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "Alex Doe <{user}>"
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when)
+    message_id = make_msgid(domain="sender.example")
+    message["Message-ID"] = message_id
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = references or in_reply_to
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(body)
+    return message.as_bytes(), message_id
+
+
+INTERVIEW_REJECTION = (
+    "Priya Raman <priya.raman@brightloom.io>",
+    "Your application for Senior Data Engineer",
+    "Hi Alex,\n\nThank you for taking the time to interview with our team last week for the "
+    "Senior Data Engineer role at Brightloom. We enjoyed the conversations, but after careful "
+    "consideration we have decided to move forward with another candidate whose experience "
+    "more closely matches what we need right now.\n\nWe appreciate your interest in Brightloom "
+    "and wish you the best in your search.\n\nBest,\nPriya Raman\nTalent Partner, Brightloom\n",
+)
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+class World:
+    """One user's mailbox, nextround's config, and the user's mail client."""
+
+    def __init__(self, user: MailUser, config: Path, client: MailClient) -> None:
+        self.user = user
+        self.config = config
+        self.client = client
+
+    def once(self, now: datetime, *extra: str) -> str:
+        result = run_cli("-c", str(self.config), "once", "--now", now.isoformat(), *extra)
+        assert result.code == 0, result.err
+        return result.out
+
+    def status(self) -> list[dict[str, Any]]:
+        result = run_cli("-c", str(self.config), "status", "--json")
+        assert result.code == 0, result.err
+        rows: list[dict[str, Any]] = json.loads(result.out)
+        return rows
+
+    def deliver(self, sender: str, subject: str, body: str, when: datetime, **kw: Any) -> str:
+        raw, message_id = mail(sender, subject, body, when, **kw)
+        self.client.deliver(raw.replace(b"{user}", self.user.username.encode()), when)
+        return message_id
+
+    def only_draft(self) -> tuple[int, EmailMessage]:
+        drafts = self.client.drafts()
+        assert len(drafts) == 1, [str(d["Subject"]) for d in drafts.values()]
+        return next(iter(drafts.items()))
+
+
+@pytest.fixture
+def world(mailbox_user: MailUser, write_config: ConfigWriter, smtp: SmtpServer) -> World:
+    return World(mailbox_user, write_config(mailbox_user), MailClient(mailbox_user, smtp))
+
+
+def test_request_sent_reply_thank_you_and_nothing_after(world: World, smtp: SmtpServer) -> None:
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, draft = world.only_draft()
+    assert draft["To"] == "Priya Raman <priya.raman@brightloom.io>"
+    assert draft["Subject"] == "Re: Your application for Senior Data Engineer"
+    assert draft["In-Reply-To"] == rejection_id
+    assert str(draft["X-Nextround-Application"]).endswith("step=request")
+    body = draft.get_content()
+    assert body.startswith("Hi Priya,") and "Brightloom" in body and "Alex Doe" in body
+    [row] = world.status()
+    assert row["state"] == "drafted" and row["stage"] == "interview"
+    assert row["contact"] == "priya.raman@brightloom.io"
+
+    sent_at = T0 + timedelta(hours=3)
+    sent_id = world.client.send_draft(uid, sent_at)
+    assert sent_id != draft["Message-ID"]
+    assert len(smtp.sink.received) >= 1
+    world.once(T0 + timedelta(hours=4))
+    [row] = world.status()
+    assert row["state"] == "requested"
+    assert row["next_action_at"] == (sent_at + timedelta(days=7)).isoformat()
+
+    reply_at = T0 + timedelta(days=2)
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Alex,\n\nHappy to share a few thoughts: the panel wanted more depth on streaming "
+        "systems, and a concrete example of owning a data platform end to end.\n\nPriya\n",
+        reply_at,
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    [row] = world.status()
+    assert row["state"] == "replied"
+    uid, thanks = world.only_draft()
+    assert str(thanks["X-Nextround-Application"]).endswith("step=thank_you")
+    assert thanks["To"] == "Priya Raman <priya.raman@brightloom.io>"
+    assert thanks["Subject"] == "Re: Your application for Senior Data Engineer"
+    assert thanks.get_content().startswith("Hi Priya,")
+
+    # A week and a month later: no follow-up, nothing more.
+    world.once(reply_at + timedelta(days=8))
+    world.once(reply_at + timedelta(days=40))
+    assert len(world.client.drafts()) == 1
+    assert world.status()[0]["state"] == "replied"
+
+
+def test_no_reply_follow_up_then_closed(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+
+    world.once(T0 + timedelta(days=8))
+    [row] = world.status()
+    assert row["state"] == "followed_up"
+    uid, follow_up = world.only_draft()
+    assert str(follow_up["X-Nextround-Application"]).endswith("step=follow_up")
+    assert follow_up["In-Reply-To"] == sent_id, "the follow-up answers the sent request"
+    assert follow_up["To"] == "Priya Raman <priya.raman@brightloom.io>"
+    world.client.send_draft(uid, T0 + timedelta(days=8, hours=1))
+    world.once(T0 + timedelta(days=8, hours=2))
+
+    world.once(T0 + timedelta(days=16))
+    [row] = world.status()
+    assert row["state"] == "closed"
+    world.once(T0 + timedelta(days=30))
+    assert world.client.drafts() == {}
+
+
+def test_deleted_draft_means_skipped_and_never_drafted_again(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    [row] = world.status()
+    assert row["state"] == "skipped"
+    world.once(T0 + timedelta(days=10))
+    assert world.client.drafts() == {}
+    assert world.status()[0]["state"] == "skipped"
+
+
+def test_ats_rejection_goes_to_the_recruiter_from_earlier_mail(world: World) -> None:
+    world.deliver(
+        "Tomasz Nowak <tomasz.nowak@kestrelpay.com>",
+        "Interview scheduling - Product Designer at Kestrel Pay",
+        "Hi Alex,\n\nThanks for applying to the Product Designer role at Kestrel Pay. I'd love "
+        "to set up a 45-minute video interview with our design lead. Could you share a few "
+        "times that work for you next week?\n\nBest,\nTomasz Nowak\nRecruiter, Kestrel Pay\n",
+        T0 - timedelta(days=14),
+    )
+    world.deliver(
+        "Kestrel Pay <no-reply@us.greenhouse-mail.io>",
+        "Update on your Kestrel Pay application",
+        "Hi Alex,\n\nThank you for interviewing for the Product Designer position at Kestrel "
+        "Pay. After careful review, we have decided not to move forward with your candidacy "
+        "at this time. We appreciate the time you invested in our process and wish you "
+        "success in your search.\n\nKestrel Pay Recruiting\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    _, draft = world.only_draft()
+    assert draft["To"] == "Tomasz Nowak <tomasz.nowak@kestrelpay.com>"
+    assert draft.get_content().startswith("Hi Tomasz,")
+    [row] = world.status()
+    assert row["contact"] == "tomasz.nowak@kestrelpay.com" and row["state"] == "drafted"
+
+
+def test_no_human_anywhere_gives_a_needs_contact_draft(world: World) -> None:
+    world.deliver(
+        "Halden Foods <donotreply@myworkday.com>",
+        "Your application to Halden Foods",
+        "Dear Alex,\n\nThank you for your interest in the Supply Chain Analyst position at "
+        "Halden Foods. We have carefully reviewed your application and regret to inform you "
+        "that we will not be progressing it further. We wish you every success.\n\n"
+        "Halden Foods Talent Acquisition\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    uid, draft = world.only_draft()
+    assert draft["To"] is None
+    assert draft.get_content().startswith(">>> nextround: no human contact")
+    [row] = world.status()
+    assert row["state"] == "needs_contact" and row["contact"] is None
+    # The user adds the recipient and sends it: nextround follows the conversation.
+    world.client.send_draft(uid, T0 + timedelta(hours=1), to="hr.lead@haldenfoods.com")
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+
+
+def test_follow_up_due_during_downtime_is_drafted_at_next_start(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    # The daemon is down from day 1 to day 25: the follow-up fell due on day 7.
+    world.once(T0 + timedelta(days=25))
+    assert world.status()[0]["state"] == "followed_up"
+    _, draft = world.only_draft()
+    assert str(draft["X-Nextround-Application"]).endswith("step=follow_up")
+
+
+def test_acknowledgement_invitation_and_closed_position_open_no_draft(world: World) -> None:
+    world.deliver(
+        "Orbital Freight Careers <no-reply@hire.lever.co>",
+        "Thanks for applying to Orbital Freight",
+        "Hi Alex,\n\nThanks for applying for the Operations Analyst role. Our team reviews every "
+        "application carefully. Due to the volume we receive, we are unfortunately unable to "
+        "reply to every applicant individually; if you are not selected for an interview we "
+        "will keep your details on file.\n\nOrbital Freight Talent Team\n",
+        T0,
+    )
+    world.deliver(
+        "Sana Iqbal <sana.iqbal@mossgrove.health>",
+        "Interview invitation: Clinical Data Manager",
+        "Dear Alex,\n\nWe were impressed by your application for the Clinical Data Manager role "
+        "and would like to invite you to a first interview with our team. Please use the link "
+        "below to choose a slot next week.\n\nKind regards,\nSana Iqbal\nMossgrove Health\n",
+        T0,
+    )
+    world.deliver(
+        "Juniper Analytics Recruiting <no-reply@smartrecruiters.com>",
+        "Update regarding the Data Analyst position",
+        "Hello Alex,\n\nWe are writing to let you know that the Data Analyst position you applied "
+        "for has been cancelled due to a change in budget, and we will not be filling the role "
+        "this year. This is not a reflection on your application.\n\nJuniper Analytics\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    assert world.client.drafts() == {}
+    rows = world.status()
+    assert [row["state"] for row in rows] == ["closed"], rows
+
+
+def test_dry_run_writes_nothing(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    out = world.once(T0 + timedelta(minutes=5), "--dry-run")
+    assert "would draft #1 request to Priya Raman <priya.raman@brightloom.io>" in out
+    assert "| Subject: Re: Your application for Senior Data Engineer" in out
+    assert world.client.drafts() == {}
+    assert world.status() == []
+    world.once(T0 + timedelta(minutes=10))
+    assert len(world.client.drafts()) == 1
+
+
+def test_skip_and_close_from_the_command_line(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    assert run_cli("-c", str(world.config), "skip", "1").code == 0
+    assert world.status()[0]["state"] == "skipped"
+    again = run_cli("-c", str(world.config), "close", "1")
+    assert again.code == 2 and "is skipped" in again.err
+    missing = run_cli("-c", str(world.config), "close", "99")
+    assert missing.code == 2 and "no application #99" in missing.err
+
+
+def test_killed_between_append_and_commit_gives_exactly_one_draft(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    command = [
+        sys.executable,
+        "-m",
+        "nextround.daemon.cli",
+        "-c",
+        str(world.config),
+        "once",
+        "--now",
+        (T0 + timedelta(minutes=5)).isoformat(),
+    ]
+    killed = subprocess.run(
+        command,
+        env={**os.environ, "NEXTROUND_FAULT_KILL_AT": "after-append"},
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert len(world.client.drafts()) == 1, "the APPEND happened before the kill"
+    assert world.status() == [] or world.status()[0]["state"] == "new"
+
+    world.once(T0 + timedelta(minutes=10))
+    world.only_draft()
+    [row] = world.status()
+    assert row["state"] == "drafted"
+    world.once(T0 + timedelta(minutes=15))
+    assert len(world.client.drafts()) == 1
