@@ -58,6 +58,9 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # mail-parser reports every MIME defect of every message at WARNING; we log what matters.
     logging.getLogger("mailparser").setLevel(logging.ERROR)
+    # APScheduler narrates every run, and warns when a wake-up is coalesced into the running
+    # cycle (which is what we want); our own lines say what matters.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.ERROR))
     # imapclient narrates connects and closes at INFO; our own lines say what matters.
     logging.getLogger("imapclient").setLevel(max(root.level, logging.WARNING))
 
@@ -155,11 +158,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     label.add_argument("message_id", metavar="MESSAGE_ID", help="the message's Message-ID")
     label.add_argument("label", choices=["rejection", "closed", "other"])
+    add(
+        "run",
+        commands.run,
+        "run as a service: poll and IDLE, draft as mail arrives (SIGHUP reloads the config)",
+        "nextround run --log-level info",
+    )
+    init = add(
+        "init",
+        commands.init,
+        "write a first configuration file (asks on a terminal; never overwrites)",
+        "nextround init --host imap.example.org --username me@example.org --name 'Alex Doe'",
+    )
+    init.add_argument("--host", help="the IMAP server")
+    init.add_argument("--username", help="the IMAP login name")
+    init.add_argument("--name", help="your name, as drafts are signed")
+    init.add_argument("--email", help="your address (default: the user name)")
+    init.add_argument("--security", choices=["tls", "starttls", "plain"], default=None)
+    init.add_argument("--port", type=int, default=None)
+    secret = init.add_mutually_exclusive_group()
+    secret.add_argument("--password-command", help="a command that prints the password")
+    secret.add_argument("--password-file", help="a file whose first line is the password")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
         "--folders",
         action="store_true",
         help="show the sync state of each folder (with --json: a list of folder objects)",
+    )
+    from nextround.daemon.demo import run_demo  # light: the demo imports its heavy parts itself
+
+    demo = add(
+        "demo",
+        run_demo,
+        "see the whole lifecycle offline, on a throwaway mailbox: no config, no account",
+        "nextround demo",
+    )
+    demo.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the demo's state directory in DIR"
     )
     return parser
 

@@ -421,3 +421,32 @@ def train(args: argparse.Namespace) -> int:
         print(f"  skipped {problem}")
     print(f"model: {report.path} (fingerprint {report.fingerprint})")
     return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    from nextround.daemon.service import Service
+
+    path: Path = args.config or default_config_path()
+    return Service(path.expanduser()).run()
+
+
+def init(args: argparse.Namespace) -> int:
+    from nextround.daemon.init import terminal_ask, write_config
+
+    path: Path = (args.config or default_config_path()).expanduser()
+    values: dict[str, str | None] = {
+        key: getattr(args, key)
+        for key in (
+            "host",
+            "username",
+            "name",
+            "email",
+            "security",
+            "port",
+            "password_command",
+            "password_file",
+        )
+    }
+    written = write_config(path, values, terminal_ask())
+    print(f"wrote {written} (mode 0600); next: nextround check-config")
+    return EXIT_OK

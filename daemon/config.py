@@ -37,6 +37,8 @@ class ImapConfig:
     port: int = 0  # 0: follows security (993 for tls, 143 otherwise)
     password_file: str = ""
     password_command: str = ""
+    auth: Auth = "login"  # oauth2: XOAUTH2 with a token from oauth2_token_command
+    oauth2_token_command: str = ""
     inbox: str = "INBOX"
     drafts: str = ""
     sent: str = ""
@@ -97,6 +99,21 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    poll_interval: str = "5m"  # a full cycle at least this often
+    idle: bool = True  # IMAP IDLE on INBOX, so new mail is handled within seconds
+    max_backoff: str = "5m"  # the longest wait between retries while the server is away
+
+    @property
+    def poll_delay(self) -> timedelta:
+        return parse_duration(self.poll_interval)
+
+    @property
+    def backoff_cap(self) -> timedelta:
+        return parse_duration(self.max_backoff)
+
+
+@dataclass(frozen=True)
 class TemplatesConfig:
     dir: str = ""  # a file here with a shipped template's name overrides it
 
@@ -110,6 +127,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
 
     @property
@@ -131,6 +149,7 @@ SECTIONS: dict[str, type] = {
     "state": StateConfig,
     "classifier": ClassifierConfig,
     "lifecycle": LifecycleConfig,
+    "schedule": ScheduleConfig,
     "templates": TemplatesConfig,
 }
 _PATH_KEYS = {
@@ -285,6 +304,11 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"{path}: [imap] password_command: set either password_file or password_command"
         )
+    if imap.auth == "oauth2" and not imap.oauth2_token_command:
+        raise ConfigError(
+            f'{path}: [imap] oauth2_token_command: required when auth = "oauth2" '
+            "(a command that prints a fresh access token)"
+        )
     if imap.timeout <= 0:
         raise ConfigError(f"{path}: [imap] timeout: must be a positive number of seconds")
     if "@" not in config.identity.email:
@@ -293,11 +317,18 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")
     if not 0.0 < config.classifier.threshold < 1.0:
         raise ConfigError(f"{path}: [classifier] threshold: must be between 0 and 1")
-    for key in ("follow_up_after", "close_after", "send_within"):
-        try:
-            parse_duration(getattr(config.lifecycle, key))
-        except ValueError as error:
-            raise ConfigError(f"{path}: [lifecycle] {key}: {error}") from None
+    durations = [
+        ("lifecycle", config.lifecycle, ("follow_up_after", "close_after", "send_within")),
+        ("schedule", config.schedule, ("poll_interval", "max_backoff")),
+    ]
+    for section, values, keys in durations:
+        for key in keys:
+            try:
+                duration = parse_duration(getattr(values, key))
+            except ValueError as error:
+                raise ConfigError(f"{path}: [{section}] {key}: {error}") from None
+            if duration.total_seconds() <= 0:
+                raise ConfigError(f"{path}: [{section}] {key}: must be longer than zero")
     for stage in config.lifecycle.stages:
         if stage not in ("interview", "application"):
             raise ConfigError(

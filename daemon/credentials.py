@@ -26,6 +26,8 @@ COMMAND_TIMEOUT = 30.0
 def describe_password_source(imap: ImapConfig, environ: Mapping[str, str] | None = None) -> str:
     """Where the password will come from, for `check-config`; never the password itself."""
     env = os.environ if environ is None else environ
+    if imap.auth == "oauth2":
+        return "oauth2_token_command (XOAUTH2)"
     if imap.password_file:
         return f"password_file {imap.password_file}"
     if imap.password_command:
@@ -38,12 +40,19 @@ def describe_password_source(imap: ImapConfig, environ: Mapping[str, str] | None
     return "none"
 
 
+def read_secret(imap: ImapConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The password, or with `auth = "oauth2"` a fresh access token."""
+    if imap.auth == "oauth2":
+        return _run_command(imap.oauth2_token_command, "[imap] oauth2_token_command")
+    return read_password(imap, environ)
+
+
 def read_password(imap: ImapConfig, environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     if imap.password_file:
         return _read_file(Path(imap.password_file), "[imap] password_file")
     if imap.password_command:
-        return _run_command(imap.password_command)
+        return _run_command(imap.password_command, "[imap] password_command")
     credential = _credential_path(env)
     if credential is not None:
         return _read_file(credential, "systemd credential imap-password")
@@ -96,13 +105,13 @@ def _read_file(path: Path, what: str) -> str:
     return password
 
 
-def _run_command(command: str) -> str:
+def _run_command(command: str, key: str) -> str:
     try:
         argv = shlex.split(command)
     except ValueError as error:
-        raise SecretError(f"[imap] password_command: cannot split: {error}") from None
+        raise SecretError(f"{key}: cannot split: {error}") from None
     if not argv:
-        raise SecretError("[imap] password_command: empty command")
+        raise SecretError(f"{key}: empty command")
     try:
         result = subprocess.run(
             argv,
@@ -112,17 +121,15 @@ def _run_command(command: str) -> str:
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise SecretError(f"[imap] password_command: {argv[0]}: command not found") from None
+        raise SecretError(f"{key}: {argv[0]}: command not found") from None
     except subprocess.TimeoutExpired:
-        raise SecretError(
-            f"[imap] password_command: no answer within {COMMAND_TIMEOUT:.0f} s"
-        ) from None
+        raise SecretError(f"{key}: no answer within {COMMAND_TIMEOUT:.0f} s") from None
     except OSError as error:
-        raise SecretError(f"[imap] password_command: {argv[0]}: {error.strerror}") from None
+        raise SecretError(f"{key}: {argv[0]}: {error.strerror}") from None
     # Neither stdout nor stderr goes into the message: either may hold the secret.
     if result.returncode != 0:
-        raise SecretError(f"[imap] password_command: exited with status {result.returncode}")
+        raise SecretError(f"{key}: exited with status {result.returncode}")
     lines = result.stdout.decode("utf-8", errors="replace").splitlines()
     if not lines or not lines[0]:
-        raise SecretError("[imap] password_command: printed nothing")
+        raise SecretError(f"{key}: printed nothing")
     return lines[0]

@@ -24,6 +24,7 @@ from nextround.classifier.message import Address, Message, message_ids
 from nextround.classifier.model import RejectionModel
 from nextround.classifier.verdict import Analysis, company_key
 from nextround.daemon import applications as apps
+from nextround.daemon import stopping
 from nextround.daemon.applications import Application
 from nextround.daemon.config import Config
 from nextround.daemon.drafts import (
@@ -344,6 +345,7 @@ class Engine:
                 continue
             with store.transaction():
                 self.write_draft(mailbox, store, folders, app, step, now)
+            stopping.check()
 
     def write_draft(
         self,

@@ -87,8 +87,9 @@ def tls_context(imap: ImapConfig) -> ssl.SSLContext:
     return context
 
 
-def connect(imap: ImapConfig, password: str) -> ImapMailbox:
-    """Connect, secure the channel as configured, and log in."""
+def connect(imap: ImapConfig, secret: str) -> ImapMailbox:
+    """Connect, secure the channel as configured, and log in (the secret is a password, or
+    an OAuth2 access token when `auth = "oauth2"`)."""
     host, port = imap.host, imap.effective_port
     timeout = imapclient.SocketTimeout(
         connect=min(CONNECT_TIMEOUT, imap.timeout), read=imap.timeout
@@ -109,7 +110,15 @@ def connect(imap: ImapConfig, password: str) -> ImapMailbox:
                     raise TlsError(f"{host}: the server does not offer STARTTLS")
                 client.starttls(tls_context(imap))
         with translate_errors(host, "logging in"):
-            client.login(imap.username, password)
+            if imap.auth == "oauth2":
+                try:
+                    client.oauth2_login(imap.username, secret)
+                except imaplib.IMAP4.error as error:
+                    if isinstance(error, imaplib.IMAP4.abort):
+                        raise
+                    raise AuthError(f"{host}: XOAUTH2 login failed: {error}") from None
+            else:
+                client.login(imap.username, secret)
     except BaseException:
         _close_quietly(client)
         raise
@@ -128,6 +137,7 @@ class ImapMailbox:
     def __init__(self, client: imapclient.IMAPClient, host: str) -> None:
         self.client = client
         self.host = host
+        self.selected: str | None = None
 
     def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self.host, doing)
@@ -141,6 +151,10 @@ class ImapMailbox:
         ]
 
     def status(self, folder: str) -> FolderStatus:
+        if folder == self.selected:
+            # RFC 3501 6.3.10: STATUS must not be used to check the selected mailbox for new
+            # mail (servers may answer from stale state); selecting it again costs the same.
+            return self.select(folder)
         with self._errors(f"asking the status of {folder}"):
             try:
                 response = self.client.folder_status(
@@ -155,11 +169,13 @@ class ImapMailbox:
     def select(self, folder: str) -> FolderStatus:
         with self._errors(f"selecting {folder}"):
             try:
+                self.selected = None
                 response = self.client.select_folder(folder, readonly=True)
             except imaplib.IMAP4.error as error:
                 if isinstance(error, imaplib.IMAP4.abort):
                     raise
                 raise FolderError(f"{self.host}: folder {folder!r}: {error}") from None
+        self.selected = folder
         return _folder_status(response)
 
     def uids_after(self, last_uid: int) -> list[int]:

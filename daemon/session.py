@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from nextround.daemon.config import Config
-from nextround.daemon.credentials import read_password
+from nextround.daemon.credentials import read_secret
 from nextround.daemon.imap import connect
 from nextround.daemon.mailbox import Mailbox
 from nextround.daemon.sync import FolderRef, resolve_folders
@@ -25,7 +25,7 @@ class Session:
 
 def open_session(config: Config) -> Session:
     """Log in and find INBOX, Drafts and Sent. The password lives only for this call."""
-    mailbox = connect(config.imap, read_password(config.imap))
+    mailbox = connect(config.imap, read_secret(config.imap))
     try:
         folders = resolve_folders(mailbox, config)
     except BaseException:

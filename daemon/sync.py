@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nextround.classifier.message import Message
+from nextround.daemon import stopping
 from nextround.daemon.config import Config, SyncConfig
 from nextround.daemon.errors import (
     FolderError,
@@ -203,6 +204,7 @@ def _process(
 ) -> None:
     for fetched in mailbox.fetch(uids, sync.max_message_bytes):
         _process_one(store, folder, validity, fetched, now, handle, result, advance)
+        stopping.check()  # after the commit: a stop never leaves a message half-done
 
 
 def _process_one(

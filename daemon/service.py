@@ -1,0 +1,375 @@
+"""`nextround run`: the daemon. APScheduler runs the cycle; IMAP IDLE makes it prompt.
+
+Threads: APScheduler's single worker runs `Engine.poll_once` every `[schedule] poll_interval`
+(max_instances=1 and coalesce, so cycles never overlap and missed runs collapse into one).
+The main thread keeps a second connection in IDLE on INBOX and, when mail arrives, asks the
+scheduler to run the cycle now. It also handles signals and feeds systemd's watchdog.
+
+Failures (DNS, refused connections, a restarting server, rejected logins) are logged once per
+change of state and retried with capped exponential backoff and jitter; never a crash loop,
+never a busy loop. SIGTERM/SIGINT: the message in hand is committed, then logout, exit 0.
+SIGHUP: the configuration is read again; if it is valid the daemon restarts its scheduler and
+connections in-process with it (same PID), otherwise it logs why and keeps the old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+import imapclient
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from nextround.daemon import stopping
+from nextround.daemon.config import Config, load_config
+from nextround.daemon.credentials import read_secret
+from nextround.daemon.engine import Engine
+from nextround.daemon.errors import ConfigError, MailboxError, NextroundError
+from nextround.daemon.imap import ImapMailbox, connect
+from nextround.daemon.notify import Notifier
+from nextround.daemon.session import Session, open_session
+from nextround.daemon.store import Store
+from nextround.daemon.training import ModelSettings, get_model
+
+logger = logging.getLogger(__name__)
+
+StopCheck = Callable[[], bool]
+JOB_ID = "cycle"
+# RFC 2177 asks clients to renew IDLE before 29 minutes; some servers and NATs cut sooner.
+IDLE_RENEW = timedelta(minutes=10)
+# How long one wait inside IDLE lasts: bounds how late a stop or a watchdog ping can be.
+IDLE_SLICE = 5.0
+FIRST_BACKOFF = 2.0
+# A cycle running longer than this is considered hung: the watchdog is no longer fed, so
+# systemd restarts the service.
+CYCLE_HUNG_AFTER = timedelta(minutes=30)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter; `reset()` after a success."""
+
+    def __init__(self, cap: timedelta, rng: random.Random | None = None) -> None:
+        self.cap = cap.total_seconds()
+        self.attempts = 0
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def next_delay(self) -> float:
+        base = min(self.cap, FIRST_BACKOFF * 2**self.attempts)
+        self.attempts += 1
+        jittered: float = base * self.rng.uniform(0.5, 1.0) + self.rng.uniform(0.0, 1.0)
+        return min(self.cap, jittered)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class StateLog:
+    """Logs a connection's trouble once per change of state, not once per retry."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.problem: str | None = None
+
+    def failed(self, error: NextroundError) -> None:
+        # The state is the kind of trouble (server away, login refused, TLS, DNS, ...): a
+        # server restarting goes from BYE to "connection refused" without a new log line.
+        problem = getattr(error, "kind", type(error).__name__)
+        if problem in ("imap", "connection"):
+            problem = "connection"
+        if problem != self.problem:
+            logger.warning("%s: %s; retrying with backoff", self.what, error)
+        self.problem = problem
+
+    def ok(self) -> None:
+        if self.problem is not None:
+            logger.warning("%s: working again", self.what)
+        self.problem = None
+
+
+@dataclass
+class Health:
+    cycle_started: float | None = None
+    last_summary: str = "starting"
+    ready: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Service:
+    def __init__(self, config_path: Path, notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.notifier = notifier or Notifier()
+        self.reload_requested = threading.Event()
+        self.health = Health()
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            logger.info("received %s: finishing the message in hand", signal.Signals(signum).name)
+            stopping.STOP.set()
+
+        def reload(signum: int, frame: FrameType | None) -> None:
+            logger.info("received SIGHUP: reloading the configuration")
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    # -- the whole run ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        while True:
+            runner = Runner(self.config, self.notifier, self.health)
+            runner.run(lambda: stopping.STOP.is_set() or self.reload_requested.is_set())
+            if stopping.STOP.is_set():
+                break
+            self.reload_requested.clear()
+            try:
+                self.config = load_config(self.config_path)
+                logger.info("configuration reloaded from %s", self.config_path)
+            except ConfigError as error:
+                logger.error("not reloading, keeping the running configuration: %s", error)
+        self.notifier.stopping()
+        logger.info("stopped")
+        return 0
+
+
+class Runner:
+    """One configuration's worth of daemon: scheduler, cycle connection, IDLE connection."""
+
+    def __init__(self, config: Config, notifier: Notifier, health: Health) -> None:
+        self.config = config
+        self.notifier = notifier
+        self.health = health
+        classifier = config.classifier
+        extra = Path(classifier.extra_examples) if classifier.extra_examples else None
+        self.model = get_model(ModelSettings(config.state_dir, classifier.threshold, extra))
+        self.store = Store.open(config.database_path)
+        self.engine = Engine(config, self.model)
+        self.session: Session | None = None
+        # Set when mail arrives while a cycle runs: that cycle may have looked already, so
+        # another follows it at once (a trigger during a run would be coalesced away).
+        self.wanted = threading.Event()
+        self.cycle_backoff = Backoff(config.schedule.backoff_cap)
+        self.cycle_state = StateLog(f"mailbox {config.imap.host}")
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+
+    def run(self, should_stop: StopCheck) -> None:
+        interval = self.config.schedule.poll_delay
+        self.scheduler.add_job(
+            self.cycle,
+            "interval",
+            seconds=interval.total_seconds(),
+            id=JOB_ID,
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.start()
+        try:
+            if self.config.schedule.idle:
+                IdleWatcher(self).watch(should_stop)
+            else:
+                while not should_stop():
+                    self.feed_watchdog()
+                    time.sleep(1.0)
+        finally:
+            # Waits for the cycle in hand; it stops at its next commit (stopping.check).
+            self.scheduler.shutdown(wait=True)
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+            self.store.close()
+
+    # -- the cycle job ----------------------------------------------------------------------
+
+    def cycle(self) -> None:
+        with self.health.lock:
+            self.health.cycle_started = time.monotonic()
+        self.wanted.clear()
+        try:
+            if stopping.STOP.is_set():
+                return
+            if self.session is None:
+                self.session = open_session(self.config)
+                if not self.health.ready:
+                    self.health.ready = True
+                    self.notifier.ready(f"logged in to {self.config.imap.host}")
+                    logger.info("ready: logged in to %s", self.config.imap.host)
+            report = self.engine.poll_once(
+                self.session.mailbox, self.store, self.session.folders, datetime.now(UTC)
+            )
+            summary = f"last cycle {datetime.now(UTC):%H:%M} UTC: {report.summary()}"
+            self.health.last_summary = summary
+            self.notifier.status(summary)
+            logger.info("%s", summary)
+            self.cycle_state.ok()
+            self.cycle_backoff.reset()
+        except stopping.ShutdownRequested:
+            logger.info("stopped after committing the message in hand")
+        except NextroundError as error:
+            self.cycle_failed(error)
+        except Exception:  # a bug must not kill the daemon: log it and retry later
+            logger.exception("the cycle failed unexpectedly; retrying with backoff")
+            self.cycle_failed(None)
+        finally:
+            with self.health.lock:
+                self.health.cycle_started = None
+            self.feed_watchdog()
+            if self.wanted.is_set() and self.cycle_backoff.attempts == 0:
+                self.run_cycle_at(datetime.now(UTC) + timedelta(seconds=0.2))
+
+    def cycle_failed(self, error: NextroundError | None) -> None:
+        if error is not None:
+            self.cycle_state.failed(error)
+        if self.session is not None:
+            with contextlib.suppress(NextroundError):
+                self.session.close()
+            self.session = None
+        delay = self.cycle_backoff.next_delay()
+        self.notifier.status(f"waiting {delay:.0f} s to retry: {error or 'unexpected error'}")
+        self.run_cycle_at(datetime.now(UTC) + timedelta(seconds=delay))
+
+    def run_cycle_at(self, when: datetime) -> None:
+        job = self.scheduler.get_job(JOB_ID)
+        if job is not None and not stopping.STOP.is_set():
+            job.modify(next_run_time=when)
+
+    def run_cycle_now(self) -> None:
+        self.wanted.set()
+        self.run_cycle_at(datetime.now(UTC))
+
+    def feed_watchdog(self) -> None:
+        """Proves the daemon is alive, including while it waits out an outage; withheld only
+        while a cycle is hung, so systemd restarts what cannot recover by itself."""
+        with self.health.lock:
+            started = self.health.cycle_started
+        if started is not None and time.monotonic() - started > CYCLE_HUNG_AFTER.total_seconds():
+            return
+        self.notifier.watchdog()
+
+
+class IdleWatcher:
+    """A second connection, in IDLE on INBOX, that wakes the cycle when mail arrives."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.config = runner.config
+        self.mailbox: ImapMailbox | None = None
+        self.backoff = Backoff(self.config.schedule.backoff_cap)
+        self.state = StateLog(f"IDLE on {self.config.imap.host}")
+
+    def watch(self, should_stop: StopCheck) -> None:
+        try:
+            while not should_stop():
+                try:
+                    self.idle_round(should_stop)
+                    self.state.ok()
+                    self.backoff.reset()
+                except MailboxError as error:
+                    self.state.failed(error)
+                    self.drop()
+                    self.wait(self.backoff.next_delay(), should_stop)
+                except NextroundError as error:  # a password command failing, for example
+                    self.state.failed(error)
+                    self.drop()
+                    self.wait(self.backoff.next_delay(), should_stop)
+        finally:
+            self.drop()
+
+    def connect(self) -> ImapMailbox:
+        mailbox = connect(self.config.imap, read_secret(self.config.imap))
+        if not mailbox.client.has_capability("IDLE"):
+            mailbox.logout()
+            raise MailboxError(f"{self.config.imap.host}: the server does not support IDLE")
+        mailbox.select(self.config.imap.inbox)
+        return mailbox
+
+    def idle_round(self, should_stop: StopCheck) -> None:
+        """IDLE until renewal time, a stop, or new mail; then end IDLE cleanly."""
+        if self.mailbox is None:
+            self.mailbox = self.connect()
+            # Mail may have arrived while this connection was down: look now.
+            self.runner.run_cycle_now()
+        client = self.mailbox.client
+        started = time.monotonic()
+        new_mail = False
+        try:
+            client.idle()
+            while not should_stop() and time.monotonic() - started < IDLE_RENEW.total_seconds():
+                responses = client.idle_check(timeout=IDLE_SLICE)
+                if not responses and not _socket_alive(client):
+                    # imapclient returns [] both on timeout and when the server hung up.
+                    raise MailboxError(f"{self.config.imap.host}: connection closed during IDLE")
+                if any(_is_new_mail(response) for response in responses):
+                    new_mail = True
+                    break
+                if any(_is_bye(response) for response in responses):
+                    raise MailboxError(f"{self.config.imap.host}: server said BYE during IDLE")
+                self.runner.feed_watchdog()
+            # DONE has to be answered: a dead link times out here instead of hanging.
+            client.idle_done()
+        except (OSError, imapclient.exceptions.IMAPClientError) as error:
+            raise MailboxError(f"{self.config.imap.host}: IDLE failed: {error}") from None
+        if new_mail:
+            logger.debug("IDLE: new mail in %s", self.config.imap.inbox)
+            self.runner.run_cycle_now()
+        else:
+            self.mailbox.noop()  # renewing: prove the connection still answers
+
+    def drop(self) -> None:
+        if self.mailbox is not None:
+            mailbox, self.mailbox = self.mailbox, None
+            with contextlib.suppress(NextroundError):
+                mailbox.logout()
+
+    def wait(self, seconds: float, should_stop: StopCheck) -> None:
+        deadline = time.monotonic() + seconds
+        while not should_stop() and time.monotonic() < deadline:
+            self.runner.feed_watchdog()
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def _is_new_mail(response: object) -> bool:
+    return (
+        isinstance(response, tuple) and len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
+    )
+
+
+def _is_bye(response: object) -> bool:
+    return isinstance(response, tuple) and bool(response) and response[0] == b"BYE"
+
+
+def _socket_alive(client: imapclient.IMAPClient) -> bool:
+    """Peek at the raw socket: EOF means the server closed the connection."""
+    try:
+        descriptor = client.socket().fileno()
+        probe = socket.socket(fileno=socket.dup(descriptor))
+    except OSError:
+        return False
+    try:
+        probe.setblocking(False)
+        return probe.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True  # nothing to read: alive
+    except OSError:
+        return False
+    finally:
+        probe.close()
