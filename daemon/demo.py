@@ -16,6 +16,7 @@ import logging
 import secrets
 import shutil
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
     from nextround.classifier.message import Message
+    from nextround.classifier.model import RejectionModel
     from nextround.classifier.verdict import Analysis
     from nextround.daemon.demo_mailbox import DemoImapServer, MailClient, SeedMail
     from nextround.daemon.engine import CycleReport, Engine, Planned
     from nextround.daemon.store import Store
+    from nextround.daemon.training import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +67,13 @@ def when(moment: datetime) -> str:
 
 
 def indented(text: str, prefix: str = "    ") -> Iterator[str]:
+    """Mail text for the terminal: each long paragraph line wrapped, as a mail client shows it."""
     for line in text.rstrip("\n").splitlines():
-        yield f"{prefix}{line}".rstrip()
+        if not line.strip():
+            yield prefix.rstrip()
+            continue
+        for part in textwrap.wrap(line, WIDTH - len(prefix), break_on_hyphens=False):
+            yield f"{prefix}{part}"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -187,7 +195,7 @@ class Demo:
         self.client.create_folders("Drafts", "Sent")
         heading("1. Your inbox")
         for mail in INBOX:
-            arrived = self.start - mail.before
+            arrived = mail.arrival(self.start)
             raw, message_id = mail.compose(arrived)
             self.client.deliver(raw, arrived)
             self.message_ids[mail] = message_id
@@ -197,17 +205,22 @@ class Demo:
             say()
         say("Drafts and Sent are empty.")
 
-    def load_model(self) -> Any:
+    def load_model(self) -> RejectionModel:
         from nextround.daemon.commands import model_settings
-        from nextround.daemon.training import get_model
+        from nextround.daemon.config import default_state_dir
+        from nextround.daemon.training import MODEL_FILE, get_model
 
+        settings = model_settings(self.config)
+        installed = default_state_dir() / MODEL_FILE
         say()
-        say(
-            "training the classifier (first run only: a real installation keeps the model; "
-            "the demo trains one in its temporary directory)..."
-        )
+        reused = reuse_model(installed, settings)
+        if reused is not None:
+            say(f"Using the classifier you trained already ({installed}).")
+            return reused
+        say("training the classifier (first run only)...")
+        say("  (a real installation keeps its model; the demo trains its own, in its temp dir)")
         began = time.monotonic()
-        model = get_model(model_settings(self.config))
+        model = get_model(settings)
         say(f"  done in {time.monotonic() - began:.1f} s")
         return model
 
@@ -233,6 +246,12 @@ class Demo:
 
         now = self.start
         heading(f"2. nextround's first cycle ({when(now)})")
+        say(
+            "A cycle is what `nextround once` does and what `nextround run` repeats: log in, "
+            "read what is\nnew in Sent and INBOX (on the first run, the last "
+            f"{self.config.sync.backfill_days} days), classify each new mail, and write the "
+            "drafts\nthat are owed into Drafts."
+        )
         first = self.cycle(engine, store, now)
         self.show_report(first)
 
@@ -260,7 +279,13 @@ class Demo:
 
         now = recruiter_sent_at + timedelta(minutes=5)
         heading(f"4. nextround's next cycle ({when(now)})")
-        self.show_report(self.cycle(engine, store, now))
+        report = self.cycle(engine, store, now)
+        self.show_report(report)
+        if any("(request_sent)" in event for event in report.events):
+            say(
+                "The sent copies carry new Message-IDs and no nextround header: nextround knew "
+                "them by\ntheir In-Reply-To, and now waits for an answer."
+            )
 
         now = self.start + timedelta(days=8)
         interviewer = parseaddr(INTERVIEW_REJECTION.sender)[0]
@@ -312,7 +337,10 @@ class Demo:
             for message, analysis in report.analyses:
                 say(f"  {message.subject}")
                 say(f"      from {message.from_ or '(no sender)'}")
-                say(f"      -> {describe(message, analysis)}")
+                conclusion = describe(message, analysis)
+                say(f"      -> {conclusion[0]}")
+                for line in conclusion[1:]:
+                    say(f"         {line}")
         say()
         if report.events:
             say("What it decided (application #, state changes):")
@@ -379,28 +407,49 @@ class Demo:
             )
 
 
-def describe(message: Message, analysis: Analysis) -> str:
-    """One line a newcomer can read: what the classifier concluded and what follows."""
+def reuse_model(installed: Path, settings: ModelSettings) -> RejectionModel | None:
+    """The user's trained model when its inputs match the demo's (none of their corrections
+    in it), copied with its signing key so their state directory is only ever read."""
+    from nextround.classifier.persist import ModelFileError, key_path_for, load_model
+    from nextround.daemon.training import current_fingerprint
+
+    if not (installed.is_file() and key_path_for(installed).is_file()):
+        return None
+    try:
+        shutil.copy2(installed, settings.model_path)
+        shutil.copy2(key_path_for(installed), key_path_for(settings.model_path))
+        model = load_model(settings.model_path, current_fingerprint(settings))
+    except (OSError, ModelFileError) as error:
+        logger.debug("not reusing %s: %s", installed, error)
+        return None
+    model.threshold = settings.threshold
+    return model
+
+
+def describe(message: Message, analysis: Analysis) -> list[str]:
+    """What the classifier concluded and what follows, in lines a newcomer can read."""
     score = f"score {analysis.score:.2f}"
     if analysis.label == "closed":
-        what = "the position was closed or cancelled: nothing to ask for"
+        lines = ["the position was closed or cancelled: nothing to ask for"]
     elif analysis.label == "rejection" and analysis.is_rejection:
-        what = f"a rejection at the {analysis.stage or 'unknown'} stage ({score})"
+        lines = [f"a rejection at the {analysis.stage or 'unknown'} stage ({score})"]
     elif analysis.label == "rejection":
-        return f"perhaps a rejection, but below the threshold ({score}): left alone"
+        return [f"perhaps a rejection, but below the threshold ({score}): left alone"]
     else:
-        return f"not a rejection ({score}): left alone"
+        return [f"not a rejection ({score}): left alone"]
     about = ", ".join(part for part in (analysis.company, analysis.role) if part)
     if about:
-        what += f"; {about}"
+        lines.append(f"about: {about}")
     if analysis.label != "rejection":
-        return what
+        return lines
     sender = message.from_.email if message.from_ else ""
     if not analysis.reply_to:
-        return f"{what}; no human to write to (the draft will ask you to add one)"
-    if analysis.reply_to != sender:
-        return f"{what}; write to {analysis.reply_to}, found in earlier mail from the company"
-    return f"{what}; write to {analysis.reply_to}"
+        lines.append("no human to write to: the draft will ask you to add one")
+    elif analysis.reply_to != sender:
+        lines.append(f"write to: {analysis.reply_to} (a person from the company's earlier mail)")
+    else:
+        lines.append(f"write to: {analysis.reply_to} (the sender)")
+    return lines
 
 
 def preview(body: str, width: int = 72) -> str:
@@ -408,4 +457,3 @@ def preview(body: str, width: int = 72) -> str:
     lines = [line.strip() for line in body.splitlines() if line.strip()]
     text = " ".join(lines[1:] if len(lines) > 1 else lines)
     return text if len(text) <= width else text[: width - 3].rstrip() + "..."
-

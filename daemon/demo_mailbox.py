@@ -18,17 +18,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
 import imapclient
+from proxyprotocol.reader import ProxyProtocolReader
 from pymap.backend.dict import Config as DictConfig
 from pymap.backend.dict import Login
 from pymap.concurrent import Subsystem
 from pymap.imap import IMAPServer
 from pymap.user import Passwords, UserMetadata
-from proxyprotocol.reader import ProxyProtocolReader
 
 from nextround.daemon.errors import NextroundError
 
@@ -201,17 +201,26 @@ class MailClient:
 
 @dataclass(frozen=True)
 class SeedMail:
-    """A mail as it arrives; `before` is how long before the demo's first cycle."""
+    """A mail as it arrives: `days_before` the demo's first cycle, at the time of day `at`."""
 
     sender: str
     subject: str
     body: str
-    before: timedelta
+    days_before: int
+    at: time
     headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def sender_name(self) -> str:
+        return parseaddr(self.sender)[0]
 
     @property
     def sender_email(self) -> str:
         return parseaddr(self.sender)[1]
+
+    def arrival(self, first_cycle: datetime) -> datetime:
+        day = first_cycle - timedelta(days=self.days_before)
+        return day.replace(hour=self.at.hour, minute=self.at.minute, second=0, microsecond=0)
 
     def compose(
         self, when: datetime, in_reply_to: str = "", references: str = ""
@@ -242,14 +251,16 @@ RECRUITER_SCHEDULING = SeedMail(
     "about an hour, over video.\n\nWould Tuesday or Thursday afternoon next week suit you? Send "
     "me a couple of slots and I'll set it up.\n\nBest regards,\nMara Lindqvist\nTechnical "
     "Recruiter, Quillfinch\n",
-    timedelta(days=15, hours=2),
+    15,
+    time(14, 10),
 )
 PERSONAL = SeedMail(
     "Sam Okafor <sam.okafor@fastmail.com>",
     "Climbing on Saturday?",
     "Hey Jordan,\n\nA few of us are going to the bouldering gym on Saturday around ten. Want to "
     "come? We're thinking of brunch at the place by the canal afterwards.\n\nSam\n",
-    timedelta(days=12, hours=5),
+    12,
+    time(19, 42),
 )
 NEWSLETTER = SeedMail(
     "The Pipeline Weekly <hello@pipelineweekly.news>",
@@ -259,7 +270,8 @@ NEWSLETTER = SeedMail(
     "Plus 40 new remote data roles, from junior analyst to staff engineer, on our job board.\n\n"
     "You are receiving this because you subscribed at pipelineweekly.news.\n"
     "Unsubscribe: https://pipelineweekly.news/unsubscribe\n",
-    timedelta(days=10, hours=1),
+    10,
+    time(7, 0),
     (
         ("List-Unsubscribe", "<https://pipelineweekly.news/unsubscribe>"),
         ("Precedence", "bulk"),
@@ -273,7 +285,8 @@ ACKNOWLEDGEMENT = SeedMail(
     "receive a great many applications, and unfortunately we cannot reply to everyone "
     "individually. If your experience is a good match, someone from our team will be in touch "
     "within three weeks.\n\nThe Corvid Analytics Talent Team\n",
-    timedelta(days=9, hours=3),
+    9,
+    time(11, 25),
 )
 CLOSED_POSITION = SeedMail(
     "Fernhill Bank Talent Acquisition <careers@fernhillbank.com>",
@@ -283,7 +296,8 @@ CLOSED_POSITION = SeedMail(
     "reorganisation, and we will not be recruiting for this position. This is not a reflection "
     "on your application.\n\nNew roles are posted on our careers site as they open.\n\n"
     "Fernhill Bank Talent Acquisition\n",
-    timedelta(days=4, hours=6),
+    4,
+    time(15, 3),
 )
 INTERVIEW_REJECTION = SeedMail(
     "Daniel Osei <daniel.osei@tidewaterrobotics.com>",
@@ -295,7 +309,8 @@ INTERVIEW_REJECTION = SeedMail(
     "fleet work more closely right now.\n\nI'm sorry this isn't better news. Thank you again "
     "for your interest in Tidewater Robotics.\n\nKind regards,\nDaniel Osei\nSenior Recruiter, "
     "Tidewater Robotics\n",
-    timedelta(days=2, hours=1),
+    2,
+    time(16, 48),
 )
 APPLICATION_REJECTION = SeedMail(
     "Ines Carvalho <ines.carvalho@lumenhive.com>",
@@ -305,7 +320,8 @@ APPLICATION_REJECTION = SeedMail(
     "many strong applicants for this role, and we have decided not to take your application "
     "further.\n\nWe wish you every success with your search.\n\nBest wishes,\nInes Carvalho\n"
     "Lumenhive\n",
-    timedelta(hours=22),
+    1,
+    time(10, 12),
 )
 ATS_REJECTION = SeedMail(
     "Quillfinch <no-reply@us.greenhouse-mail.io>",
@@ -315,7 +331,8 @@ ATS_REJECTION = SeedMail(
     "After discussing it with the interviewers, we have decided not to move forward with your "
     "candidacy.\n\nWe appreciate the effort you put into the process and wish you the best in "
     "your job search.\n\nThe Quillfinch Recruiting Team\n",
-    timedelta(hours=16),
+    1,
+    time(17, 36),
 )
 # In the order they arrived, which is the order of their UIDs.
 INBOX = (
@@ -329,7 +346,7 @@ INBOX = (
     ATS_REJECTION,
 )
 
-# The recruiter's answer to the feedback request about ATS_REJECTION (a week later).
+# The recruiter's answer to the feedback request about ATS_REJECTION; the demo dates it.
 RECRUITER_REPLY = SeedMail(
     RECRUITER_SCHEDULING.sender,
     f"Re: {ATS_REJECTION.subject}",
@@ -338,5 +355,6 @@ RECRUITER_REPLY = SeedMail(
     "part: the idempotency question in the payments exercise took a while to get to. A couple "
     "of practice problems like that and you'll be in good shape.\n\nDon't be a stranger: we "
     "will have more backend roles next quarter.\n\nMara\n",
-    timedelta(0),
+    0,
+    time(11, 0),
 )

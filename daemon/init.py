@@ -67,14 +67,14 @@ def write_config(
         "name": "Your name, as drafts are signed",
         "email": "Your email address",
     }
+    if not values.get("email") and "@" in (values.get("username") or ""):
+        values["email"] = values["username"]
     for key, question in questions.items():
         if not values.get(key):
             if ask is None:
                 flags = ", ".join(f"--{k}" for k in questions if not values.get(k))
                 raise UsageError(f"not a terminal: give {flags}")
             values[key] = ask(f"{question}: ").strip()
-    if not values.get("email") and values.get("username"):
-        values["email"] = values["username"]
     security = values.get("security") or "tls"
     password_line = '# password_command = ""'  # noqa: S105 - a commented-out example
     if values.get("password_command"):

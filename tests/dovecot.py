@@ -592,7 +592,9 @@ first_valid_gid = {ident.mail_gid}
 login_greeting = Dovecot ready, config {self._config_generation}.
 # Tests log in with plain LOGIN over loopback without STARTTLS.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+# xoauth2: the token is checked by the passdb like a password, which lets tests log in
+# with XOAUTH2 without an OAuth server.
+auth_mechanisms = plain login xoauth2 oauthbearer
 # Wrong-password tests would otherwise wait 2 s per failed login.
 auth_failure_delay = 0
 {tls}

@@ -114,3 +114,25 @@ def test_config_error_is_exit_2_without_traceback(tmp_path: Path) -> None:
     assert completed.stderr.strip() == (
         f'nextround: {path}: [imap] prot: unknown key (did you mean "port"?)'
     )
+
+
+def test_oauth2_logs_in_with_a_token_from_the_command(
+    dovecot: Dovecot, write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    # The fixture's Dovecot offers XOAUTH2 and checks the bearer token against its passdb,
+    # so a user whose "password" is the token stands in for an OAuth2 provider.
+    token = "ya29.test-access-token"
+    user = dovecot.add_user("oauth-user@example.org", token)
+    helper = tmp_path / "token-helper"
+    helper.write_text(f"#!/bin/sh\necho {token}\n")
+    helper.chmod(0o700)
+    path = write_config(user, auth="oauth2", oauth2_token_command=str(helper))
+    result = run_cli("-c", str(path), "check-config")
+    assert result.code == 0, result.err
+    assert "password     from oauth2_token_command (XOAUTH2)" in result.out
+    assert token not in result.out + result.err
+
+    helper.write_text("#!/bin/sh\necho expired-token\n")
+    result = run_cli("-c", str(path), "check-config")
+    assert result.code == 1
+    assert "XOAUTH2 login failed" in result.err
