@@ -125,7 +125,7 @@ def test_outage_reconnects_and_drafts_mail_that_arrived_meanwhile_once(
     dovecot: Dovecot,
     tmp_path: Path,
 ) -> None:
-    process, notify, user, config = daemon
+    process, notify, user, _ = daemon
     wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
     time.sleep(1.0)
     dovecot.stop()
@@ -151,7 +151,7 @@ def test_sigterm_exits_zero_with_nothing_half_written(
     daemon: tuple[subprocess.Popen[bytes], NotifySocket, MailUser, Path],
     tmp_path: Path,
 ) -> None:
-    process, notify, user, config = daemon
+    process, notify, user, _ = daemon
     for number in range(20):
         user.append("INBOX", rejection(f"Company {number}", f"person{number}@c{number}.example"))
     wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
