@@ -51,7 +51,7 @@ def prf(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
 
 def sweep(scores: Sequence[float], actual: Sequence[bool]) -> list[dict[str, float]]:
     rows = []
-    for step in range(5, 100, 5):
+    for step in range(5, 100):
         threshold = step / 100
         rows.append({"threshold": threshold, **prf([s >= threshold for s in scores], actual)})
     return rows
@@ -185,8 +185,17 @@ def main() -> int:
         f"   stage accuracy {split['stage_accuracy']:.3f}  company {split['company_accuracy']:.3f}"
         f"  reply-to {split['reply_to_accuracy']:.3f}  (on rejections found)"
     )
+    chosen = next(
+        (row for row in split["sweep"] if row["precision"] >= 0.98),
+        split["sweep"][-1],
+    )
+    results["recommended_threshold"] = chosen["threshold"]
+    print(
+        f"   lowest threshold with precision >= 0.98: {chosen['threshold']:.2f} "
+        f"(precision {chosen['precision']:.3f}, recall {chosen['recall']:.3f})"
+    )
     print("   threshold sweep (precision / recall):")
-    for row in split["sweep"]:
+    for row in split["sweep"][::5]:
         print(f"     {row['threshold']:.2f}: {row['precision']:.3f} / {row['recall']:.3f}")
     for miss in split["misses"][:25]:
         print(f"   miss {miss['id']}: {miss['label']} -> {miss['got']} ({miss['score']:.2f})")
@@ -224,7 +233,7 @@ def main() -> int:
                 f"{scores['recall']:.3f}, F1 {scores['f1']:.3f}, false positives {scores['fp']},"
                 f" missed {scores['fn']}"
             )
-            for row in results[name]["sweep"][::2]:
+            for row in results[name]["sweep"][::10]:
                 print(
                     f"     at {row['threshold']:.2f}: P {row['precision']:.3f}"
                     f" R {row['recall']:.3f} fp {row['fp']}"

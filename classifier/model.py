@@ -182,7 +182,7 @@ class RejectionModel:
             return []
         vectors = self.label.named_steps["features"].transform(features(messages))
         calibrated: CalibratedClassifierCV = self.label.named_steps["model"]
-        classes = list(calibrated.classes_)
+        classes = [str(name) for name in calibrated.classes_]
         probabilities = calibrated.predict_proba(vectors)
         interview = self._positive(self.stage, vectors, "interview")
         no_feedback = self._positive(self.no_feedback, vectors, "yes")
@@ -259,13 +259,16 @@ def train(examples: Sequence[Example], threshold: float = 0.5) -> RejectionModel
     labels = [example.label for example in ordered]
     if len(set(labels)) < len(set(("rejection", "other"))):
         raise ValueError("training needs at least rejections and other mail")
-    label_model = _label_pipeline().fit(features([e.message for e in ordered]), labels)
-    _slim(label_model)
+    # Vectorise once and fit the pipeline's steps on the result: the character n-grams are
+    # most of the training time, and the stage and feedback models reuse the same vectors.
+    label_model = _label_pipeline()
     vectors = (
         label_model.named_steps["features"]
-        .transform(features([example.message for example in ordered]))
+        .fit_transform(features([example.message for example in ordered]))
         .tocsr()
     )
+    label_model.named_steps["model"].fit(vectors, labels)
+    _slim(label_model)
     rejections = [index for index, example in enumerate(ordered) if example.label == "rejection"]
     stage_model = _binary_model().fit(
         vectors[rejections],

@@ -24,7 +24,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nextround.daemon.config import Config, parse_config
+from nextround.daemon.config import Config, parse_config, parse_duration
 from nextround.daemon.errors import NextroundError, UsageError
 
 if TYPE_CHECKING:
@@ -56,6 +56,20 @@ def say(text: str = "") -> None:
     print(text, flush=True)  # flushed so each step shows before the next one starts
 
 
+def prose(text: str, indent: str = "") -> None:
+    """A paragraph of explanation, wrapped to the demo's width."""
+    say(
+        textwrap.fill(
+            text,
+            WIDTH,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+    )
+
+
 def heading(text: str) -> None:
     say()
     say(text)
@@ -79,8 +93,11 @@ def indented(text: str, prefix: str = "    ") -> Iterator[str]:
 def run_demo(args: argparse.Namespace) -> int:
     # "info", the parser's default, narrates every step on stderr and would bury the demo's
     # own story; any other level was asked for on purpose.
+    root = logging.getLogger()
     if args.log_level == "info":
-        logging.getLogger().setLevel(logging.WARNING)
+        root.setLevel(logging.WARNING)
+    # pymap logs every byte on the wire at DEBUG, the LOGIN line with the demo's password too.
+    logging.getLogger("pymap").setLevel(max(root.level, logging.INFO))
     keep: Path | None = args.keep
     if keep is not None:
         keep = keep.expanduser()
@@ -181,11 +198,11 @@ class Demo:
         title = "nextround demo"
         say(title)
         say("=" * len(title))
-        say(
+        prose(
             f"A throwaway IMAP server is running inside this process on {self.server.host}:"
-            f"{self.server.port}.\nIt holds the mailbox of {self.config.identity.name} "
-            f"<{self.config.identity.email}>, who is looking for a job.\nnextround reads it "
-            "exactly as it reads a real one, with simulated time: a week passes in a second.\n"
+            f"{self.server.port}. It holds the mailbox of {self.config.identity.name} "
+            f"<{self.config.identity.email}>, who is looking for a job. nextround reads it "
+            "exactly as it reads a real one, with simulated time: a week passes in a second. "
             "Nothing is sent and nothing leaves this machine: nextround only writes drafts."
         )
 
@@ -201,7 +218,7 @@ class Demo:
             self.message_ids[mail] = message_id
             say(f"  {when(arrived)}  {mail.sender}")
             say(f"  {'':<17}  {mail.subject}")
-            say(f"  {'':<17}  {preview(mail.body)}")
+            say(f"  {'':<17}  {preview(mail.body, WIDTH - 21)}")
             say()
         say("Drafts and Sent are empty.")
 
@@ -246,20 +263,20 @@ class Demo:
 
         now = self.start
         heading(f"2. nextround's first cycle ({when(now)})")
-        say(
+        prose(
             "A cycle is what `nextround once` does and what `nextround run` repeats: log in, "
-            "read what is\nnew in Sent and INBOX (on the first run, the last "
+            "read what is new in Sent and INBOX (on the first run, the last "
             f"{self.config.sync.backfill_days} days), classify each new mail, and write the "
-            "drafts\nthat are owed into Drafts."
+            "drafts that are owed into Drafts."
         )
         first = self.cycle(engine, store, now)
         self.show_report(first)
 
         heading("3. You review the drafts and send two of them")
-        say(
+        prose(
             "nextround never sends anything: your mail client does. Like most clients, it gives "
-            "the sent\ncopy a new Message-ID, keeps In-Reply-To and References, drops headers "
-            "it does not know\n(nextround's X-Nextround-Application among them), stores the "
+            "the sent copy a new Message-ID, keeps In-Reply-To and References, drops headers "
+            "it does not know (nextround's X-Nextround-Application among them), stores the "
             "copy in Sent and deletes the draft."
         )
         to_interviewer = self.planned_to(first, INTERVIEW_REJECTION.sender_email)
@@ -272,9 +289,10 @@ class Demo:
             planned for planned in first.drafts if planned not in (to_interviewer, to_recruiter)
         ]
         for planned in untouched:
-            say(
-                f"  You leave the draft to {planned.to or 'nobody yet'} in Drafts; nextround "
-                f"waits {self.config.lifecycle.send_within} for it."
+            prose(
+                f"You leave the draft to {planned.to or 'nobody yet'} in Drafts; nextround "
+                f"waits {duration(self.config.lifecycle.send_within)} for it to be sent.",
+                indent="  ",
             )
 
         now = recruiter_sent_at + timedelta(minutes=5)
@@ -282,22 +300,23 @@ class Demo:
         report = self.cycle(engine, store, now)
         self.show_report(report)
         if any("(request_sent)" in event for event in report.events):
-            say(
+            prose(
                 "The sent copies carry new Message-IDs and no nextround header: nextround knew "
-                "them by\ntheir In-Reply-To, and now waits for an answer."
+                "them by their In-Reply-To, and now waits for an answer."
             )
 
         now = self.start + timedelta(days=8)
-        interviewer = parseaddr(INTERVIEW_REJECTION.sender)[0]
-        heading(f"5. Eight days later, no answer from {interviewer} ({when(now)})")
-        say(
-            f"A request that gets no reply within {self.config.lifecycle.follow_up_after} earns "
-            "one follow-up draft."
+        heading(
+            f"5. Eight days later, no answer from {INTERVIEW_REJECTION.sender_name} ({when(now)})"
+        )
+        prose(
+            "A request that gets no reply within "
+            f"{duration(self.config.lifecycle.follow_up_after)} earns one follow-up draft."
         )
         self.show_report(self.cycle(engine, store, now))
 
         replied_at = now + timedelta(hours=2)
-        heading(f"6. {parseaddr(RECRUITER_REPLY.sender)[0]} replies ({when(replied_at)})")
+        heading(f"6. {RECRUITER_REPLY.sender_name} replies ({when(replied_at)})")
         raw, _ = RECRUITER_REPLY.compose(
             replied_at,
             in_reply_to=recruiter_sent_id,
@@ -318,11 +337,10 @@ class Demo:
         heading("7. `nextround status`")
         self.show_status(store)
         say()
-        say(
-            "To run nextround on your own mailbox: copy config.example.toml to\n"
-            "~/.config/nextround/config.toml, fill in [imap] and [identity], then run\n"
-            "`nextround check-config` and `nextround once --dry-run`."
-        )
+        say("To run nextround on your own mailbox:")
+        say("  nextround init             writes a first configuration file")
+        say("  nextround check-config     logs in and finds your Drafts and Sent folders")
+        say("  nextround once --dry-run   shows what it would draft, writing nothing")
 
     # -- what a cycle saw, decided and drafted -----------------------------------------------
 
@@ -442,17 +460,27 @@ def describe(message: Message, analysis: Analysis) -> list[str]:
         lines.append(f"about: {about}")
     if analysis.label != "rejection":
         return lines
-    sender = message.from_.email if message.from_ else ""
     if not analysis.reply_to:
         lines.append("no human to write to: the draft will ask you to add one")
-    elif analysis.reply_to != sender:
-        lines.append(f"write to: {analysis.reply_to} (a person from the company's earlier mail)")
-    else:
+    elif message.from_ is not None and analysis.reply_to == message.from_.email:
         lines.append(f"write to: {analysis.reply_to} (the sender)")
+    elif analysis.reply_to in {address.email for address in message.reply_to}:
+        lines.append(f"write to: {analysis.reply_to} (its Reply-To)")
+    else:
+        lines.append(f"write to: {analysis.reply_to} (a person from the company's earlier mail)")
     return lines
 
 
-def preview(body: str, width: int = 72) -> str:
+def duration(text: str) -> str:
+    """ "3d" -> "3 days", for prose."""
+    delta = parse_duration(text)
+    if delta.days and not delta.seconds:
+        return f"{delta.days} day{'s' if delta.days != 1 else ''}"
+    hours = delta.total_seconds() / 3600
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
+
+
+def preview(body: str, width: int) -> str:
     """The first lines after the greeting, as a mail client's list shows them."""
     lines = [line.strip() for line in body.splitlines() if line.strip()]
     text = " ".join(lines[1:] if len(lines) > 1 else lines)

@@ -1,4 +1,4 @@
-"""The world of `nextround demo`: a throwaway IMAP server, a job seeker's mailbox, her mail client.
+"""The world of `nextround demo`: a throwaway IMAP server, a job seeker's mail, their mail client.
 
 The server is pymap's in-memory ("dict") backend, served from a thread of this process on a
 port of 127.0.0.1 that the kernel picks: no network, no root, no files, and nothing can outlive
@@ -29,8 +29,10 @@ from pymap.backend.dict import Login
 from pymap.concurrent import Subsystem
 from pymap.imap import IMAPServer
 from pymap.user import Passwords, UserMetadata
+from pysasl.hashing import Cleartext
 
 from nextround.daemon.errors import NextroundError
+from nextround.daemon.imap import translate_errors
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ async def _listen(username: str, password: str) -> asyncio.Server:
         subsystem=Subsystem.for_asyncio(),
         cpu_subsystem=Subsystem.for_asyncio(),
         invalid_user_sleep=0.0,
+        # The password is random, lives in memory and dies with the demo: pymap's default
+        # (PBKDF2, 500,000 rounds) would only add half a second to each of some 20 logins.
+        hash_context=Cleartext(),
     )
     config.apply_context()
     login = Login(config)
@@ -122,6 +127,8 @@ class DemoImapServer:
             # asyncio.run cancels the connection tasks still open and closes the loop.
             asyncio.run(self._serve())
         except Exception as error:  # noqa: BLE001 - reported to the thread waiting in start()
+            if self._ready.is_set():
+                logger.error("the demo IMAP server stopped: %s", error)
             self._failure = error
             self._ready.set()
 
@@ -150,14 +157,16 @@ class MailClient:
 
     @contextmanager
     def connection(self) -> Iterator[imapclient.IMAPClient]:
-        client = imapclient.IMAPClient(
-            self.server.host, port=self.server.port, ssl=False, timeout=CLIENT_TIMEOUT
-        )
-        try:
-            client.login(self.server.username, self.server.password)
-            yield client
-        finally:
-            client.logout()
+        # Library errors become MailboxError, which the CLI reports in one line.
+        with translate_errors(self.server.host, "playing the user's mail client"):
+            client = imapclient.IMAPClient(
+                self.server.host, port=self.server.port, ssl=False, timeout=CLIENT_TIMEOUT
+            )
+            try:
+                client.login(self.server.username, self.server.password)
+                yield client
+            finally:
+                client.logout()
 
     def create_folders(self, *names: str) -> None:
         with self.connection() as client:
