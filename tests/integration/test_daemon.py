@@ -168,3 +168,26 @@ def test_sigterm_exits_zero_with_nothing_half_written(
     # a draft, which the next start writes after looking for it in Drafts first).
     assert states <= {"new", "drafted"}
     assert drafts(user) <= opened
+
+
+def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(
+    daemon: tuple[subprocess.Popen[bytes], NotifySocket, MailUser, Path],
+    tmp_path: Path,
+) -> None:
+    process, notify, user, config = daemon
+    wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
+    log = tmp_path / "daemon.log"
+    good = config.read_text()
+    config.write_text(good + "\n[schedule2]\n")
+    process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "keeping the running configuration" in log.read_text(), 20, "refusal")
+    assert process.poll() is None
+    config.write_text(good.replace('poll_interval = "10m"', 'poll_interval = "9m"'))
+    process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in log.read_text(), 30, "reload")
+    wait_for(lambda: log.read_text().count("ready: logged in") >= 1, 30, "login")
+    # Still the same process, still drafting.
+    user.append("INBOX", rejection("Harrow Lane", "ines.ferreira@harrowlane.example"))
+    wait_for(lambda: drafts(user) == 1, 30, "a draft after the reload")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0

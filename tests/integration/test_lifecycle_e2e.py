@@ -332,3 +332,18 @@ def test_killed_between_append_and_commit_gives_exactly_one_draft(world: World) 
     assert row["state"] == "drafted"
     world.once(T0 + timedelta(minutes=15))
     assert len(world.client.drafts()) == 1
+
+
+def test_label_files_a_correction_and_train_learns_from_it(world: World, tmp_path: Path) -> None:
+    message_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    result = run_cli("-c", str(world.config), "label", message_id, "other")
+    assert result.code == 0, result.err
+    saved = list((tmp_path / "state" / "examples" / "other").glob("*.eml"))
+    assert len(saved) == 1 and saved[0].stat().st_mode & 0o777 == 0o600
+    assert b"Brightloom" in saved[0].read_bytes()
+    missing = run_cli("-c", str(world.config), "label", "<nope@nowhere>", "rejection")
+    assert missing.code == 1 and "not found" in missing.err
+    trained = run_cli("-c", str(world.config), "train")
+    assert trained.code == 0, trained.err
+    assert "your own examples: 1" in trained.out
