@@ -9,15 +9,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 
 _WHITESPACE = re.compile(r"\s+")
+# C0 controls that are not white space, and DEL: never meaningful in a header value.
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
+# The most a header-derived value keeps (RFC 5322's line limit): folding a megabyte-long
+# subject would stall the cycle for minutes.
+MAX_HEADER_CHARS = 998
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
 def one_line(value: str) -> str:
-    """Fold all white space, CR and LF included, into single spaces."""
-    return _WHITESPACE.sub(" ", value).strip()
+    """Fold all white space, CR and LF included, into single spaces; drop control bytes."""
+    return _WHITESPACE.sub(" ", _CONTROLS.sub("", value)).strip()
 
 
 def header_safe(value: str) -> str:
@@ -28,17 +34,24 @@ def header_safe(value: str) -> str:
     for _ in range(3):  # encoded-words may hide more encoded-words
         try:
             decoded = str(make_header(decode_header(text)))
-        except (ValueError, LookupError, UnicodeError):
+        except (ValueError, LookupError, UnicodeError, HeaderParseError):
             break
         if decoded == text:
             break
         text = decoded
-    return one_line(text).replace("=?", "= ?")
+    return one_line(text)[:MAX_HEADER_CHARS].replace("=?", "= ?")
+
+
+def safe_message_id(value: str) -> str:
+    """A Message-ID for a header we write: one `<...>` token, or "" when it is not one.
+    Never passed through `header_safe`: `=?` is legal inside an id and must stay."""
+    found = _MESSAGE_ID.fullmatch(_CONTROLS.sub("", value.strip()))
+    return found.group(0) if found and len(value) <= MAX_HEADER_CHARS else ""
 
 
 def message_ids(value: str) -> tuple[str, ...]:
     """The `<id>` tokens of an In-Reply-To or References header, in order."""
-    return tuple(_MESSAGE_ID.findall(value or ""))
+    return tuple(_MESSAGE_ID.findall(_CONTROLS.sub("", value or "")))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from nextround.classifier.message import Address, header_safe, one_line
+from nextround.classifier.message import Address, header_safe, one_line, safe_message_id
 from nextround.daemon.errors import TemplateError
 
 logger = logging.getLogger(__name__)
@@ -165,10 +165,11 @@ def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
     domain = spec.identity.domain or "nextround.invalid"
     message_id = make_msgid(domain=domain)
     message["Message-ID"] = message_id
-    answers = header_safe(spec.answers)
+    answers = safe_message_id(spec.answers)
     if answers:
         message["In-Reply-To"] = answers
-        chain = [header_safe(ref) for ref in spec.references if ref and ref != answers]
+        chain = [safe_message_id(ref) for ref in spec.references if ref and ref != answers]
+        chain = [ref for ref in chain if ref]
         message["References"] = " ".join([*chain[-(MAX_REFERENCES - 1) :], answers])
     message[HEADER] = header_value(spec.application_id, spec.step)
     message.set_content(body, charset="utf-8")

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import re
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -18,7 +19,13 @@ from typing import Any
 
 import mailparser
 
-from nextround.classifier.message import Address, Message, message_ids, one_line
+from nextround.classifier.message import (
+    MAX_HEADER_CHARS,
+    Address,
+    Message,
+    message_ids,
+    one_line,
+)
 from nextround.classifier.text import MAX_TEXT_CHARS, html_to_text
 from nextround.daemon.errors import MessageParseError
 
@@ -42,7 +49,7 @@ def parse_message(raw: bytes, *, truncated: bool = False) -> Message:
     try:
         parsed = mailparser.parse_from_bytes(raw)
         headers: dict[str, Any] = parsed.headers
-        raw_headers = {name.lower(): str(value) for name, value in parsed.message.items()}
+        raw_headers = {name.lower(): _raw_text(value) for name, value in parsed.message.raw_items()}
         text_plain: list[str] = list(parsed.text_plain)
         text_html: list[str] = list(parsed.text_html)
     except Exception as error:  # noqa: BLE001 - mail-parser may raise anything on hostile input
@@ -70,7 +77,7 @@ def parse_message(raw: bytes, *, truncated: bool = False) -> Message:
     from_list = _addresses(raw_headers.get("from", ""))
     return Message(
         message_id=message_id,
-        subject=one_line(_header_text(lowered.get("subject"))),
+        subject=one_line(_header_text(lowered.get("subject")))[:MAX_HEADER_CHARS],
         from_=from_list[0] if from_list else None,
         reply_to=_addresses(raw_headers.get("reply-to", "")),
         to=_addresses(raw_headers.get("to", "")),
@@ -101,22 +108,45 @@ def _header_text(value: Any) -> str:
     return str(value)
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+MAX_NAME_CHARS = 200
+
+
+def _raw_text(value: object) -> str:
+    """A raw header value as text: raw 8-bit bytes (RFC 6532) read as UTF-8, else latin-1."""
+    text = str(value)
+    try:
+        raw = text.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _addresses(value: str) -> tuple[Address, ...]:
-    """Addresses from the raw header: encoded-words are decoded only after splitting, so a
-    display name that decodes to CR/LF or commas cannot forge or drop an address."""
+    """Addresses from the raw header. Each encoded-word becomes a quoted string first, so
+    what it decodes to (CR/LF, commas, colons, @) can neither forge nor hide an address."""
+
+    def quoted(match: re.Match[str]) -> str:
+        text = one_line(_decode_words(match.group(0))).replace("\\", "").replace('"', "'")
+        return f'"{text}"'
+
     result = []
-    for name, email in getaddresses([value]):
+    for name, email in getaddresses([_ENCODED_WORD.sub(quoted, value[:100_000])]):
         email = one_line(email).strip("<>").lower()
-        if "@" not in email or " " in email:
+        if "@" not in email or " " in email or len(email) > 320:
             continue
-        result.append(Address(name=one_line(_decode_words(name)).strip("\"' "), email=email))
+        display = one_line(name).strip("\"' ")[:MAX_NAME_CHARS]
+        result.append(Address(name=display, email=email))
     return tuple(result)
 
 
 def _decode_words(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
         return value
 
 
@@ -125,11 +155,14 @@ def _date(value: str) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 9999 west of UTC
+        return None
 
 
 def header_message_id(header: bytes) -> str:
