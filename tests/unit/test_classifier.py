@@ -43,7 +43,7 @@ def eml(sender: str, subject: str, body: str, html: bool = False, **headers: str
     return message.as_bytes()
 
 
-CASES = {
+CASES: dict[str, tuple[bytes, dict[str, object]]] = {
     "acknowledgement that says unfortunately": (
         eml(
             "Fernhill Recruiting <no-reply@us.greenhouse-mail.io>",
