@@ -2,14 +2,24 @@
 faults injected at random points, while mail keeps arriving and a simulated user sends and
 deletes drafts; then the invariants that must survive every fault are checked.
 
-Used by `tests/reliability/test_faults.py` (~210 cycles, in CI) and `bench/faults.py` (the
+Used by `tests/reliability/test_faults.py` (~200 cycles, in CI) and `bench/faults.py` (the
 long version). Neither pytest nor the bench is imported here.
 
 Each cycle is `nextround once --now T` with T advancing (minutes to days). Most cycles run
 in-process (`support.run_cli`); the cycles whose fault is a real process death run as a
 subprocess and are SIGKILLed. nextround reaches Dovecot only through a `TcpProxy`, which
 cuts or stalls its connections; the simulated user and the recruiters talk to Dovecot
-directly. The faults (see `Kind`):
+directly. In-process cycles reuse one loaded classifier (`training.get_model` is patched for
+the call; loading the 10 MB model is not what is tested); subprocesses load it as usual.
+
+Between two cycles (and during some), mail arrives: rejections from 20 companies for 14
+roles (each filled-in template checked with the classifier first), closed positions,
+ordinary mail; the user sends a quarter of the drafts it finds (through SMTP, storing the
+copy in Sent; 70% like Gmail, dropping the X-Nextround-Application header, 30% keeping it)
+and deletes some; recruiters reply to sent requests, or answer with an out-of-office.
+Simulated time advances 5 min to 3 days per cycle, so send deadlines, follow-ups and
+closing fall due. The faults (see `Kind`; each occurs at least twice, and a kind that did
+not hit a running cycle is tried again in place of a later clean cycle):
 
 - process death: `NEXTROUND_FAULT_KILL_AT=after-append` (the daemon's own checkpoint), and a
   SIGKILL from the harness after a random delay or at a random IMAP command;
@@ -32,21 +42,32 @@ After the faulted cycles, a few clean catch-up cycles run, then `check_invariant
 1. every application has exactly one feedback-request draft (in Drafts, marked with
    `X-Nextround-Application: <id>; step=request`, or its sent copy in Sent, found by
    In-Reply-To), or it is skipped/closed/replied/stale and has at most one; never two; the
-   same "at most one" for the follow-up and thank-you drafts;
+   same "at most one" for the follow-up and thank-you drafts. "Never two" also holds over
+   time: the harness remembers every draft it saw in Drafts (it looks before each cycle,
+   and the simulated user only sends or deletes drafts it has seen), so a second draft
+   counts even after the user deleted or sent one of the two;
 2. no message recorded twice, and at most one request_drafted(_no_contact) event per
    application;
 3. every delivered rejection opened an application, or was attached to one of the same
    company and role opened within 60 days;
 4. `PRAGMA integrity_check` is ok.
+
+Besides: every cycle either succeeds, is killed, or fails cleanly (exit 1, one line on
+stderr, run with --log-level error); anything else is an "unclean" failure. Violations come
+with the timeline of the application concerned (`Report.evidence`); the full timeline of
+cycles and world events is in `Report.timeline` (and in bench/results/faults.json).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import imaplib
 import json
+import logging
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -65,12 +86,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import imapclient
 from dovecot import Dovecot, MailUser
 from mailclient import MailClient, SmtpServer, parse
+from reliability import mails
 from support import run_cli
 from tcpproxy import TcpProxy
-
-from reliability import mails
 
 from nextround.classifier.analyse import analyse
 from nextround.classifier.message import message_ids
@@ -78,6 +99,7 @@ from nextround.classifier.model import RejectionModel
 from nextround.classifier.verdict import company_key
 from nextround.daemon import applications as apps_module
 from nextround.daemon import store as store_module
+from nextround.daemon import training as training_module
 from nextround.daemon.config import DEFAULT_THRESHOLD
 from nextround.daemon.drafts import HEADER, parse_header_value
 from nextround.daemon.faults import ENVIRONMENT as KILL_AT_ENVIRONMENT
@@ -88,20 +110,23 @@ SEED_ENVIRONMENT = "NEXTROUND_FAULT_SEED"
 DEFAULT_SEED = 20261102
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 IMAP_TIMEOUT = 2.0  # seconds: a stalled connection costs this (twice: the command, LOGOUT)
+CATCH_UP_TIMEOUT = 30.0
 LOWERED_BUSY_TIMEOUT_MS = 250
 ATTACH_WINDOW = timedelta(days=60)  # as daemon/engine.py
+FRESH_AFTER = ATTACH_WINDOW + timedelta(days=5)  # a company and role unused this long is new
 CATCH_UP = (timedelta(minutes=1), timedelta(minutes=12), timedelta(minutes=24))
 TMPFS_SIZE = "40m"  # the model (~10 MB) lives in the state directory too
 SUBPROCESS_TIMEOUT = 120.0
 TERMINAL_OR_STALE = frozenset({"skipped", "closed", "replied", "stale"})
 MUST_HAVE_REQUEST = frozenset({"drafted", "needs_contact", "requested", "followed_up"})
 
+# Holds the state database locked for argv[2] seconds, or until a line arrives on stdin.
 _LOCKER = (
-    "import sqlite3, sys, time\n"
+    "import select, sqlite3, sys\n"
     "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
     "db.execute('BEGIN EXCLUSIVE')\n"
     "print('locked', flush=True)\n"
-    "time.sleep(float(sys.argv[2]))\n"
+    "select.select([sys.stdin], [], [], float(sys.argv[2]))\n"
     "db.execute('COMMIT')\n"
 )
 
@@ -128,7 +153,7 @@ class Kind(StrEnum):
 # The share of cycles that get each fault (at least MIN_PER_KIND each); the rest run clean.
 SHARES: dict[Kind, float] = {
     Kind.KILL_AFTER_APPEND: 0.03,
-    Kind.KILL_RANDOM: 0.035,
+    Kind.KILL_RANDOM: 0.03,
     Kind.DOVECOT_DOWN: 0.02,
     Kind.DOVECOT_RESTART_MID_CYCLE: 0.02,
     Kind.CUT_AFTER_BYTES: 0.07,
@@ -159,10 +184,13 @@ def seed_from_environment() -> int:
 
 @dataclass
 class Options:
-    cycles: int = 210
+    cycles: int = 200
     seed: int = DEFAULT_SEED
     tmpfs: bool = True  # try a real disk-full on a tmpfs (needs root); else injected only
     in_cycle_delivery: float = 0.15  # share of cycles during which a mail arrives
+    # In-process cycles reuse one loaded classifier: loading the 10 MB model costs ~0.3 s a
+    # cycle and is not what this tests. Subprocess cycles always load it from the state dir.
+    reuse_model: bool = True
     progress_every: int = 25
     log: Callable[[str], None] = print
 
@@ -239,6 +267,10 @@ class Report:
     anomalies: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
+    # For each application named in a violation: the timeline lines that mention it.
+    evidence: dict[int, list[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time by kind, and "world"
     tmpfs: bool = False
     sim_days: float = 0.0
     wall_seconds: float = 0.0
@@ -261,6 +293,11 @@ class Report:
             "anomalies": self.anomalies,
             "leftovers": self.leftovers,
             "notes": self.notes,
+            "seconds_by_kind": {
+                key: round(value, 1) for key, value in sorted(self.seconds.items())
+            },
+            "evidence": {str(number): lines for number, lines in self.evidence.items()},
+            "timeline": self.timeline,
             "real_disk_full_on_tmpfs": self.tmpfs,
             "simulated_days": round(self.sim_days, 1),
             "wall_seconds": round(self.wall_seconds, 1),
@@ -281,6 +318,8 @@ class Report:
             f"mail: {counts(self.mail)}",
             f"applications: {counts(self.applications)}",
             f"real disk-full on tmpfs: {'yes' if self.tmpfs else 'no (injected ENOSPC only)'}",
+            "seconds by kind: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.seconds.items())),
             f"invariant violations: {len(self.violations)}",
             *(f"  VIOLATION {text}" for text in self.violations),
             f"unclean failures: {len(self.unclean)}",
@@ -288,6 +327,11 @@ class Report:
             f"anomalies (reported, not invariants): {len(self.anomalies)}",
             *(f"  ANOMALY {text}" for text in self.anomalies),
             *(f"  LEFTOVER {text}" for text in self.leftovers),
+            *(
+                line
+                for number, lines in sorted(self.evidence.items())
+                for line in [f"timeline of application #{number}:", *lines]
+            ),
             *(f"  note: {text}" for text in self.notes),
         ]
         return "\n".join(lines)
@@ -316,6 +360,7 @@ class SentCopy:
     subject: str
     at: datetime
     answered: bool = False
+    auto_answered: bool = False
 
 
 class Corpus:
@@ -350,11 +395,56 @@ class Corpus:
         return self.verdicts[key]
 
 
+class KeptUser(MailUser):
+    """The user's side of the mailbox over one kept IMAP connection (`MailUser` helpers log
+    in for every call, which made up most of the time spent between cycles). `refresh()`
+    before each use reconnects after Dovecot was restarted."""
+
+    kept: imapclient.IMAPClient | None = None
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[imapclient.IMAPClient]:
+        if self.kept is None:
+            self.kept = self.client()
+        yield self.kept
+
+    def refresh(self) -> None:
+        if self.kept is not None:
+            try:
+                self.kept.noop()
+            except (imaplib.IMAP4.error, OSError):
+                self.close()
+
+    def close(self) -> None:
+        kept, self.kept = self.kept, None
+        if kept is not None:
+            try:
+                kept.logout()
+            except (imaplib.IMAP4.error, OSError):
+                kept.shutdown()
+
+
+class UserClient(MailClient):
+    """The simulated mail client, sending from a listing of Drafts it already fetched
+    (`MailClient.send_draft` fetches every draft again to find the one it sends)."""
+
+    listing: dict[int, EmailMessage] | None = None
+
+    def drafts(self) -> dict[int, EmailMessage]:
+        return self.listing if self.listing is not None else super().drafts()
+
+    def delete_draft(self, uid: int) -> None:
+        with self.user._session() as client:
+            client.select_folder("Drafts")
+            client.delete_messages([uid])
+            client.expunge()
+
+
 class World:
     """Everything outside nextround: mail arriving, and the user's and recruiters' actions."""
 
     def __init__(
-        self, user: MailUser, client: MailClient, corpus: Corpus, rng: random.Random
+        self, user: KeptUser, client: UserClient, corpus: Corpus, rng: random.Random
     ) -> None:
         self.user = user
         self.client = client
@@ -366,27 +456,39 @@ class World:
         self.sent: list[SentCopy] = []
         self.last_used: dict[tuple[str, str], datetime] = {}
         self.counts: Counter[str] = Counter()
+        self.journal: list[str] = []
+        # Every draft nextround ever wrote, as seen before each cycle: (application, step) ->
+        # Message-IDs. Only the user deletes drafts, and only after looking at them.
+        self.drafts_seen: dict[tuple[int, str], set[str]] = {}
 
     # -- deliveries -------------------------------------------------------------------------
 
     def prepare_rejection(self, at: datetime, fresh: bool) -> tuple[bytes, Delivered]:
         """A rejection: for a company and role not seen for 65 days (`fresh`, so it opens a
         new application), or one seen in the last 30 days (attached to that application)."""
-        recent = [pair for pair, when in self.last_used.items() if at - when < timedelta(days=30)]
-        for _ in range(200):
-            if not fresh and recent:
-                name, role = self.rng.choice(sorted(recent))
-                company = next(c for c in mails.COMPANIES if c.name == name)
-            else:
-                company = self.rng.choice(mails.COMPANIES)
-                role = self.rng.choice(mails.ROLES)
-                last = self.last_used.get((company.name, role))
-                if last is not None and at - last < timedelta(days=65):
-                    continue
+        recent = sorted(
+            pair for pair, when in self.last_used.items() if at - when < timedelta(days=30)
+        )
+        unused = [
+            (company.name, role)
+            for company in mails.COMPANIES
+            for role in mails.ROLES
+            if at - self.last_used.get((company.name, role), at - FRESH_AFTER) >= FRESH_AFTER
+        ]
+        if fresh and unused:
+            pool, kind = unused, "rejection"
+        elif recent:
+            pool, kind = recent, "rejection_repeat"  # attaches to that application
+        elif unused:
+            pool, kind = unused, "rejection"
+        else:  # every pair was used 30-65 days ago: take the oldest (it may attach or not)
+            pool, kind = [min(self.last_used, key=lambda pair: self.last_used[pair])], "rejection"
+        for _ in range(100):
+            name, role = self.rng.choice(pool)
+            company = next(c for c in mails.COMPANIES if c.name == name)
             template = self.rng.choice(mails.REJECTIONS)
             if self.corpus.usable(template, company, role, "rejection"):
                 raw, message_id = mails.fill(template, company, role, self.to, at)
-                kind = "rejection" if fresh or not recent else "rejection_repeat"
                 return raw, Delivered(message_id, kind, at, company.name, role, template.name)
         raise RuntimeError("no usable rejection found: the classifier misreads the corpus")
 
@@ -395,7 +497,7 @@ class World:
             company = self.rng.choice(mails.COMPANIES)
             role = self.rng.choice(mails.ROLES)
             last = self.last_used.get((company.name, role))
-            if last is not None and at - last < timedelta(days=65):
+            if last is not None and at - last < FRESH_AFTER:
                 continue
             template = self.rng.choice(mails.CLOSED)
             if self.corpus.usable(template, company, role, "closed"):
@@ -425,6 +527,10 @@ class World:
             if delivered.kind != "rejection_repeat" or pair not in self.last_used:
                 self.last_used[pair] = delivered.at
         self.counts[f"delivered_{delivered.kind}"] += 1
+        self.journal.append(
+            f"delivered {delivered.kind} {delivered.message_id} {delivered.company} / "
+            f"{delivered.role} at {delivered.at:%m-%d %H:%M}"
+        )
 
     def deliver_rejection(self, at: datetime, fresh: bool = True) -> None:
         self.deliver(self.prepare_rejection(at, fresh))
@@ -438,9 +544,10 @@ class World:
         def moment() -> datetime:
             return start + (end - start) * self.rng.uniform(0.2, 0.95)
 
-        if self.rng.random() < 0.55:
+        self.refresh()
+        if self.rng.random() < 0.45:
             self.deliver_rejection(moment(), fresh=self.rng.random() < 0.85)
-        if self.rng.random() < 0.1:
+        if self.rng.random() < 0.05:
             self.deliver_rejection(moment(), fresh=True)
         if self.rng.random() < 0.03:
             self.deliver(self.prepare_closed(moment()))
@@ -449,14 +556,33 @@ class World:
         self.handle_drafts(moment)
         self.answer_requests(moment)
 
+    def refresh(self) -> None:
+        self.user.refresh()
+
+    def observe(self, draft: EmailMessage) -> None:
+        marked = parse_header_value(str(draft.get(HEADER, "")))
+        if marked is not None:
+            seen = self.drafts_seen.setdefault(marked, set())
+            for message_id in message_ids(str(draft.get("Message-ID", ""))):
+                if message_id not in seen:
+                    seen.add(message_id)
+                    self.journal.append(f"new in Drafts: {draft.get(HEADER)} {message_id}")
+
     def handle_drafts(self, moment: Callable[[], datetime]) -> None:
-        for uid, draft in sorted(self.client.drafts().items()):
-            roll = self.rng.random()
-            if roll < 0.25:
-                self.send(uid, draft, moment())
-            elif roll < 0.30:
-                self.client.delete_draft(uid)
-                self.counts["user_deleted_draft"] += 1
+        listing = self.client.drafts()
+        self.client.listing = listing
+        try:
+            for uid, draft in sorted(listing.items()):
+                self.observe(draft)
+                roll = self.rng.random()
+                if roll < 0.25:
+                    self.send(uid, draft, moment())
+                elif roll < 0.30:
+                    self.client.delete_draft(uid)
+                    self.counts["user_deleted_draft"] += 1
+                    self.journal.append(f"user deleted draft {draft.get(HEADER)}")
+        finally:
+            self.client.listing = None
 
     def send(self, uid: int, draft: EmailMessage, at: datetime) -> None:
         marked = parse_header_value(str(draft.get(HEADER, "")))
@@ -479,6 +605,10 @@ class World:
             )
         )
         self.counts[f"user_sent_{step or 'unmarked'}"] += 1
+        self.journal.append(
+            f"user sent draft {draft.get(HEADER)} as {message_id} at {at:%m-%d %H:%M} "
+            f"({'keeping' if keep else 'dropping'} X- headers)"
+        )
 
     def recipient_for(self, application: int | None, answers: str) -> str:
         """The address the user types into a draft that has no recipient."""
@@ -504,7 +634,7 @@ class World:
             roll = self.rng.random()
             if roll < 0.12:
                 self.reply(copy, moment(), auto=False)
-            elif roll < 0.14:
+            elif roll < 0.14 and not copy.auto_answered:
                 self.reply(copy, moment(), auto=True)
 
     def reply(self, copy: SentCopy, at: datetime, auto: bool) -> None:
@@ -514,9 +644,8 @@ class World:
             mails.COMPANIES[0],
         )
         values = mails.fields(company, delivered.role if delivered else "")
-        references = " ".join(
-            [*([delivered.message_id] if delivered else []), copy.in_reply_to, copy.message_id]
-        )
+        chain = [delivered.message_id if delivered else "", copy.in_reply_to, copy.message_id]
+        references = " ".join(dict.fromkeys(item for item in chain if item))
         subject = copy.subject if copy.subject.lower().startswith("re:") else f"Re: {copy.subject}"
         if auto:
             raw, message_id = mails.compose(
@@ -530,6 +659,7 @@ class World:
                 headers={"Auto-Submitted": "auto-replied"},
             )
             kind = "auto_reply"
+            copy.auto_answered = True
         else:
             raw, message_id = mails.compose(
                 copy.to,
@@ -550,6 +680,7 @@ class World:
         self.delivered.append(record)
         self.by_id[message_id] = record
         self.counts[f"delivered_{kind}"] += 1
+        self.journal.append(f"recruiter {kind} to {copy.message_id} (#{copy.application})")
 
     def _rejection_of(self, copy: SentCopy) -> Delivered | None:
         answers = copy.in_reply_to
@@ -565,16 +696,18 @@ class World:
 
 
 class Trigger:
-    """A thread that performs one fault action while a cycle runs: after a delay, after the
-    cycle's k-th IMAP command, or after the n-th occurrence of a named command. The action
-    returns whether it hit something (e.g. an open connection); `finish()` stops the thread,
-    joins it and tells whether the action ran while the cycle was still running."""
+    """A thread that performs one fault action while a cycle runs: after a delay (from the
+    start, or from the cycle's first connection), after the cycle's k-th IMAP command, or
+    after the n-th occurrence of a named command (plus `then` seconds). The action returns
+    whether it hit something (an open connection); `finish()` stops the thread, joins it,
+    and tells whether the action ran, and hit, while the cycle was still running."""
 
     def __init__(
         self,
         proxy: TcpProxy,
         action: Callable[[], bool],
         *,
+        after_connect: bool = False,
         delay: float = 0.0,
         after_commands: int = 0,
         command: str = "",
@@ -583,6 +716,7 @@ class Trigger:
     ) -> None:
         self.proxy = proxy
         self.action = action
+        self.after_connect = after_connect
         self.delay = delay
         self.after_commands = after_commands
         self.command = command
@@ -590,6 +724,7 @@ class Trigger:
         self.then = then
         self.fired = False
         self.at_command = ""
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fault-trigger", daemon=True)
@@ -607,6 +742,9 @@ class Trigger:
         return len(commands) >= self.after_commands
 
     def _run(self) -> None:
+        while self.after_connect and self.proxy.connections == 0:
+            if self._stop.wait(0.002):
+                return
         if self.delay and self._stop.wait(self.delay):
             return
         while not self._anchored():
@@ -619,7 +757,10 @@ class Trigger:
                 return
             commands = self.proxy.commands
             self.at_command = commands[-1] if commands else "(before connecting)"
-            self.fired = self.action()
+            try:
+                self.fired = self.action()
+            except BaseException as error:  # handed to the main thread by finish()
+                self.error = error
 
     def finish(self) -> bool:
         with self._lock:
@@ -627,6 +768,8 @@ class Trigger:
         self._thread.join(30)
         if self._thread.is_alive():
             raise RuntimeError("a fault trigger thread did not stop")
+        if self.error is not None:
+            raise RuntimeError(f"the fault action failed: {self.error!r}") from self.error
         return self.fired
 
 
@@ -662,6 +805,21 @@ def patched(target: object, name: str, value: object) -> Iterator[None]:
         yield
     finally:
         setattr(target, name, original)
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """`nextround --log-level error` reconfigures logging for the whole process: put back
+    the levels and handlers of before, for whatever runs next in this process."""
+    names = ("", "mailparser", "imapclient")
+    levels = {name: logging.getLogger(name).level for name in names}
+    handlers = list(logging.getLogger().handlers)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        logging.getLogger().handlers[:] = handlers
 
 
 def mount_tmpfs(path: Path, size: str) -> bool:
@@ -766,24 +924,36 @@ class FaultRun:
             f"fault run: seed {self.options.seed} (set {SEED_ENVIRONMENT} to override), "
             f"{self.options.cycles} cycles"
         )
-        mount = self.workdir / "statefs"
-        self.report.tmpfs = self.options.tmpfs and mount_tmpfs(mount, TMPFS_SIZE)
-        if not self.report.tmpfs:
-            self.report.notes.append("no tmpfs (not root or mount refused): injected ENOSPC only")
-        state_root = mount if self.report.tmpfs else self.workdir / "statefs"
-        self.state_dir = state_root / "state"
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for model_file in self.model_dir.iterdir():
-            if model_file.is_file():
-                shutil.copy2(model_file, self.state_dir / model_file.name)
-        self.database = self.state_dir / "state.db"
-        self.proxy = TcpProxy(self.dovecot.host, self.dovecot.port_plain).start()
-        smtp = SmtpServer().start()
-        try:
+        # Undone in reverse order, each step even if an earlier one fails.
+        with contextlib.ExitStack() as cleanup:
+            cleanup.enter_context(logging_restored())
+            mount = self.workdir / "statefs"
+            self.report.tmpfs = self.options.tmpfs and mount_tmpfs(mount, TMPFS_SIZE)
+            if self.report.tmpfs:
+                cleanup.callback(unmount, mount)
+            else:
+                self.report.notes.append("no tmpfs (not root, or mount refused): injected only")
+            self.state_dir = mount / "state"
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for model_file in self.model_dir.iterdir():
+                if model_file.is_file():
+                    shutil.copy2(model_file, self.state_dir / model_file.name)
+            self.database = self.state_dir / "state.db"
+            self.proxy = TcpProxy(self.dovecot.host, self.dovecot.port_plain).start()
+            cleanup.callback(self.proxy.close)
+            smtp = SmtpServer().start()
+            cleanup.callback(smtp.stop)
+            cleanup.callback(self.ensure_dovecot)
+            cleanup.callback(self.reap)
+
             self.config = self.write_config()
-            model = get_model(ModelSettings(state_dir=self.state_dir, threshold=DEFAULT_THRESHOLD))
-            corpus = Corpus(model, self.user.username)
-            self.world = World(self.user, MailClient(self.user, smtp), corpus, self.rng)
+            self.model = get_model(
+                ModelSettings(state_dir=self.state_dir, threshold=DEFAULT_THRESHOLD)
+            )
+            corpus = Corpus(self.model, self.user.username)
+            kept = KeptUser(self.user.server, self.user.username, self.user.password)
+            cleanup.callback(kept.close)
+            self.world = World(kept, UserClient(kept, smtp), corpus, self.rng)
             self.cycles()
             self.catch_up()
             self.check_invariants()
@@ -792,8 +962,6 @@ class FaultRun:
                 self.report.notes.append(
                     f"{corpus.discarded} filled-in templates not used: the classifier misread them"
                 )
-        finally:
-            self.teardown(smtp, mount)
         self.report.leftovers += child_processes(exclude={self.dovecot.pid or -1})
         for thread in threading.enumerate():
             if thread.ident not in threads_before and thread.is_alive():
@@ -802,30 +970,23 @@ class FaultRun:
         self.report.wall_seconds = time.monotonic() - started
         return self.report
 
-    def teardown(self, smtp: SmtpServer, mount: Path) -> None:
+    def reap(self) -> None:
+        """Every process this run started is gone (SIGKILLed if need be) and waited for."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=10)
-        try:
-            self.proxy.close()
-        finally:
-            try:
-                smtp.stop()
-            finally:
-                try:
-                    if not self.dovecot.running:
-                        self.dovecot.restart()
-                finally:
-                    if self.report.tmpfs:
-                        unmount(mount)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.communicate(timeout=10)
 
-    def write_config(self) -> Path:
+    def ensure_dovecot(self) -> None:
+        if not self.dovecot.running:
+            self.dovecot.restart()
+
+    def write_config(self, name: str = "config.toml", timeout: float = IMAP_TIMEOUT) -> Path:
         password_file = self.workdir / "password"
         password_file.write_text(self.user.password + "\n")
         password_file.chmod(0o600)
-        path = self.workdir / "config.toml"
+        path = self.workdir / name
         path.write_text(
             "[imap]\n"
             f'host = "{self.proxy.host}"\n'
@@ -833,7 +994,7 @@ class FaultRun:
             'security = "plain"\n'
             f'username = "{self.user.username}"\n'
             f'password_file = "{password_file}"\n'
-            f"timeout = {IMAP_TIMEOUT}\n"
+            f"timeout = {timeout}\n"
             "\n[identity]\n"
             'name = "Alex Doe"\n'
             f'email = "{self.user.username}"\n'
@@ -868,18 +1029,37 @@ class FaultRun:
         return timedelta(days=self.rng.uniform(1, 3))
 
     def cycles(self) -> None:
-        for index, kind in enumerate(self.schedule()):
+        schedule = self.schedule()
+        attempts: Counter[Kind] = Counter()
+        for index, kind in enumerate(schedule):
             previous, self.now = self.now, self.now + self.step()
+            started = time.monotonic()
             self.world.act(previous, self.now)
             if kind in WANTS_A_DRAFT:
                 self.world.deliver_rejection(self.now - timedelta(seconds=30), fresh=True)
+            acted = time.monotonic()
             outcome = self.cycle(index, kind)
+            seconds = self.report.seconds
+            seconds["world"] = seconds.get("world", 0.0) + acted - started
+            seconds[kind] = seconds.get(kind, 0.0) + time.monotonic() - acted
+            self.report.timeline += [f"  world: {line}" for line in self.world.journal]
+            self.world.journal.clear()
             self.record(outcome)
+            attempts[kind] += 1
+            if kind is not Kind.NONE and not self.report.fired[kind] and attempts[kind] < 8:
+                self.retry(schedule, index, kind)
             if self.options.progress_every and (index + 1) % self.options.progress_every == 0:
                 self.log(
                     f"  {index + 1} cycles, {self.now:%Y-%m-%d %H:%M}: "
                     + ", ".join(f"{k} {v}" for k, v in sorted(self.report.results.items()))
                 )
+
+    def retry(self, schedule: list[Kind], index: int, kind: Kind) -> None:
+        """A fault kind that has not hit a running cycle yet takes the place of a later
+        clean cycle (so every kind fires, whatever the seed and the machine's speed)."""
+        later = [i for i in range(index + 1, len(schedule)) if schedule[i] is Kind.NONE]
+        if later:
+            schedule[self.rng.choice(later)] = kind
 
     def record(self, outcome: Outcome) -> None:
         report = self.report
@@ -894,6 +1074,15 @@ class FaultRun:
         else:
             report.in_process += 1
         where = f"cycle {outcome.index} ({outcome.kind}, {outcome.mode}, {outcome.detail})"
+        said = " | ".join(
+            line.strip()
+            for line in (outcome.attempt.out + outcome.attempt.err).splitlines()
+            if line.strip()
+        )
+        report.timeline.append(
+            f"{where} at {outcome.now:%Y-%m-%d %H:%M}: {outcome.result}"
+            f"{' (fired)' if outcome.fired else ''}: {said[:4000]}"
+        )
         if outcome.result == "unclean":
             report.unclean.append(f"{where}: {outcome.attempt.describe()}")
         elif outcome.kind in MUST_FAIL and outcome.result != "failed_cleanly":
@@ -902,12 +1091,16 @@ class FaultRun:
             self.seconds = [*self.seconds[-19:], outcome.attempt.seconds]
 
     def catch_up(self) -> None:
+        """Clean cycles, with a patient IMAP timeout: a loaded machine must not fail them."""
+        self.config = self.write_config("catch-up.toml", CATCH_UP_TIMEOUT)
         start = self.now
         for offset in CATCH_UP:
             self.now = start + offset
             self.proxy.reset_counters()
             attempt = self.in_process()
             self.report.catch_up_cycles += 1
+            said = " | ".join(line.strip() for line in attempt.out.splitlines() if line.strip())
+            self.report.timeline.append(f"catch-up cycle at {self.now:%Y-%m-%d %H:%M}: {said}")
             if not attempt.succeeded:
                 self.report.violations.append(
                     f"catch-up cycle at {self.now.isoformat()} failed: {attempt.describe()}"
@@ -927,8 +1120,7 @@ class FaultRun:
         finally:
             if arrival is not None:
                 arrival.join(30)
-        if not self.dovecot.running:
-            self.dovecot.restart()
+        self.ensure_dovecot()
         stats = self.proxy.stats()
         if kind is Kind.NONE and outcome.result == "succeeded":
             self.bytes_down = [*self.bytes_down[-19:], stats.bytes_down]
@@ -944,10 +1136,14 @@ class FaultRun:
             else self.world.prepare_other(at)
         )
         delay = self.rng.uniform(0.0, 0.4)
+        self.world.refresh()
 
         def deliver() -> None:
             time.sleep(delay)
-            self.world.deliver(prepared)
+            try:
+                self.world.deliver(prepared)
+            except Exception as error:  # reported; the run goes on
+                self.report.notes.append(f"a delivery during a cycle failed: {error!r}")
 
         thread = threading.Thread(target=deliver, name="fault-arrival", daemon=True)
         thread.start()
@@ -957,8 +1153,8 @@ class FaultRun:
     # -- one cycle with its fault ----------------------------------------------------------
 
     def faulted(self, index: int, kind: Kind) -> Outcome:
-        def outcome(attempt: Attempt, fired: bool, detail: str = "", mode: str = "") -> Outcome:
-            mode = mode or ("subprocess" if kind in SUBPROCESS_KINDS else "in-process")
+        def outcome(attempt: Attempt, fired: bool, detail: str = "") -> Outcome:
+            mode = "subprocess" if kind in SUBPROCESS_KINDS else "in-process"
             return Outcome(index, self.now, kind, mode, attempt, fired, detail)
 
         if kind is Kind.NONE:
@@ -978,8 +1174,9 @@ class FaultRun:
         if kind is Kind.DOVECOT_RESTART_MID_CYCLE:
 
             def restart() -> bool:
+                live = self.proxy.open_connections() > 0
                 self.dovecot.restart()
-                return True
+                return live
 
             return self.with_trigger(outcome, restart, self.random_anchor())
         if kind is Kind.CUT_AFTER_BYTES:
@@ -1025,9 +1222,11 @@ class FaultRun:
             return outcome(*self.locked(hold, busy_timeout_ms=LOWERED_BUSY_TIMEOUT_MS))
         if kind is Kind.DISK_FULL_INJECTED:
             fault = SeamFault(self.rng.randint(1, max(2, max(self.seam_calls))))
+            # applications.py imported the same function by name: patch both references.
+            faulty = fault.wrap(store_module.storage_errors)
             with (
-                patched(store_module, "storage_errors", fault.wrap(store_module.storage_errors)),
-                patched(apps_module, "storage_errors", fault.wrap(apps_module.storage_errors)),
+                patched(store_module, "storage_errors", faulty),
+                patched(apps_module, "storage_errors", faulty),
             ):
                 attempt = self.in_process()
             if not fault.where:
@@ -1041,7 +1240,7 @@ class FaultRun:
                 attempt = self.in_process()
             finally:
                 filler.unlink()
-            hit = "full" in attempt.err or "space" in attempt.err
+            hit = any(text in attempt.err for text in ("full", "space", "I/O error"))
             return outcome(attempt, True, f"{leave} bytes left; {'hit' if hit else 'not hit'}")
         raise AssertionError(kind)
 
@@ -1049,10 +1248,11 @@ class FaultRun:
         return {"then": self.rng.uniform(0.0, 0.03)}
 
     def random_anchor(self) -> dict[str, Any]:
-        """Half the time a delay from the start of the cycle (the model loads first, so some
-        land before any IMAP); else a random IMAP command of a typical cycle, plus jitter."""
+        """Half the time a random delay after the cycle connected (up to a typical cycle's
+        length); else a random IMAP command of a typical cycle, plus jitter."""
         if self.rng.random() < 0.5:
-            return {"delay": self.rng.uniform(0.0, statistics.median(self.seconds))}
+            delay = self.rng.uniform(0.0, statistics.median(self.seconds))
+            return {"after_connect": True, "delay": delay}
         top = max(1, int(statistics.median(self.command_counts)))
         return {"after_commands": self.rng.randint(1, top), **self.jitter()}
 
@@ -1083,7 +1283,7 @@ class FaultRun:
         )
         return outcome(attempt, fired, f"{where}; at {trigger.at_command or '-'}")
 
-    def kill_random(self, outcome: Callable[..., Outcome]) -> Outcome:
+    def kill_random(self, outcome: Callable[[Attempt, bool, str], Outcome]) -> Outcome:
         """SIGKILL after a random delay from the start (bounded), or at a random command."""
         if self.rng.random() < 0.35:
             anchor: dict[str, Any] = {"delay": self.rng.uniform(0.5, 5.0)}
@@ -1115,6 +1315,7 @@ class FaultRun:
     def locked(self, hold: float, busy_timeout_ms: int | None) -> tuple[Attempt, bool, str]:
         locker = subprocess.Popen(
             [sys.executable, "-c", _LOCKER, str(self.database), f"{hold:.3f}"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -1130,7 +1331,7 @@ class FaultRun:
                 with patched(store_module, "BUSY_TIMEOUT_MS", busy_timeout_ms):
                     attempt = self.in_process()
         finally:
-            _, err = locker.communicate(timeout=hold + 30)
+            _, err = locker.communicate("release\n", timeout=hold + 30)
         if locker.returncode != 0:
             raise RuntimeError(f"the lock helper failed: {err.strip()}")
         timeout = f"busy timeout {busy_timeout_ms} ms" if busy_timeout_ms else "busy timeout 10 s"
@@ -1144,8 +1345,16 @@ class FaultRun:
 
     def in_process(self) -> Attempt:
         started = time.monotonic()
+
+        def loaded(settings: ModelSettings) -> RejectionModel:
+            return self.model
+
         try:
-            result = run_cli(*self.argv())
+            if self.options.reuse_model:
+                with patched(training_module, "get_model", loaded):
+                    result = run_cli(*self.argv())
+            else:
+                result = run_cli(*self.argv())
         except Exception:
             return Attempt(None, crash=traceback.format_exc(), seconds=time.monotonic() - started)
         return Attempt(result.code, result.out, result.err, seconds=time.monotonic() - started)
@@ -1178,33 +1387,64 @@ class FaultRun:
     # -- the invariants --------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        violations = self.report.violations
-        anomalies = self.report.anomalies
         db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
         try:
-            [[integrity]] = db.execute("PRAGMA integrity_check").fetchall()
-            if integrity != "ok":
-                violations.append(f"4: PRAGMA integrity_check: {integrity}")
-            for folder, message_id, count in db.execute(
-                "SELECT folder, message_id, count(*) FROM messages GROUP BY 1, 2 "
-                "HAVING count(*) > 1"
-            ):
-                violations.append(f"2: {message_id} recorded {count} times in {folder}")
-            for application, count in db.execute(
-                "SELECT application_id, count(*) FROM application_events WHERE event IN "
-                "('request_drafted', 'request_drafted_no_contact') GROUP BY 1 HAVING count(*) > 1"
-            ):
-                violations.append(f"2: application #{application} drafted its request {count}x")
-            for folder, message_id, status, error in db.execute(
-                "SELECT folder, message_id, status, error FROM messages WHERE status != 'parsed'"
-            ):
-                anomalies.append(f"{folder} {message_id} recorded as {status}: {error}")
-            rows = db.execute(
-                "SELECT id, state, rejection_message_id, thread, opened_at, "
-                "request_sent_message_id, reply_message_id FROM applications ORDER BY id"
-            ).fetchall()
+            self._check(db)
         finally:
             db.close()
+        for text in self.report.violations + self.report.anomalies:
+            match = re.search(r"application #(\d+)", text)
+            if match:
+                self.report.evidence[int(match.group(1))] = self.mentions(int(match.group(1)))
+
+    def mentions(self, number: int) -> list[str]:
+        """The timeline lines that mention application `number` (of a cycle's output, only
+        the cycle and the parts about it)."""
+        pattern = re.compile(rf"#{number}\b|\b{number}; step=")
+        found = []
+        for line in self.report.timeline:
+            if pattern.search(line):
+                head, *parts = line.split(" | ")
+                kept = [head[:240], *(part for part in parts if pattern.search(part))]
+                found.append("  " + " | ".join(kept))
+        return found[:60]
+
+    def _check(self, db: sqlite3.Connection) -> None:
+        violations = self.report.violations
+        anomalies = self.report.anomalies
+
+        def history(number: int) -> str:
+            rows = db.execute(
+                "SELECT at, event, detail FROM application_events WHERE application_id = ? "
+                "ORDER BY id",
+                (number,),
+            ).fetchall()
+            return "; history: " + ", ".join(
+                f"{at[5:16]} {event} {detail[:60]}".strip() for at, event, detail in rows
+            )
+
+        [[integrity]] = db.execute("PRAGMA integrity_check").fetchall()
+        if integrity != "ok":
+            violations.append(f"4: PRAGMA integrity_check: {integrity}")
+        for folder, message_id, count in db.execute(
+            "SELECT folder, message_id, count(*) FROM messages GROUP BY 1, 2 HAVING count(*) > 1"
+        ).fetchall():
+            violations.append(f"2: {message_id} recorded {count} times in {folder}")
+        for number, count in db.execute(
+            "SELECT application_id, count(*) FROM application_events WHERE event IN "
+            "('request_drafted', 'request_drafted_no_contact') GROUP BY 1 HAVING count(*) > 1"
+        ).fetchall():
+            violations.append(
+                f"2: application #{number} drafted its request {count} times{history(number)}"
+            )
+        for folder, message_id, status, error in db.execute(
+            "SELECT folder, message_id, status, error FROM messages WHERE status != 'parsed'"
+        ).fetchall():
+            anomalies.append(f"{folder} {message_id} recorded as {status}: {error}")
+        rows = db.execute(
+            "SELECT id, state, rejection_message_id, thread, opened_at, "
+            "request_sent_message_id, reply_message_id FROM applications ORDER BY id"
+        ).fetchall()
         applications = {
             row[0]: {
                 "state": row[1],
@@ -1222,6 +1462,7 @@ class FaultRun:
         sent = {uid: parse(raw) for uid, raw in self.user.fetch_raw("Sent").items()}
         marked: Counter[tuple[int, str]] = Counter()
         for uid, draft in drafts.items():
+            self.world.observe(draft)
             value = parse_header_value(str(draft.get(HEADER, "")))
             if value is None:
                 violations.append(f"1: draft UID {uid} in Drafts carries no {HEADER}")
@@ -1251,21 +1492,28 @@ class FaultRun:
                 + (answered[str(app["reply"])] if app["reply"] else 0),
             }
             for step, count in counts.items():
-                if count > 1:
+                written = len(self.world.drafts_seen.get((number, step), ()))
+                if count > 1 or written > 1:
                     violations.append(
-                        f"1: application #{number} ({state}) has {count} {step} drafts "
-                        "(Drafts + sent copies)"
+                        f"1: application #{number} ({state}): {written} distinct {step} drafts "
+                        f"written over the run; now {marked[(number, step)]} in Drafts and "
+                        f"{count - marked[(number, step)]} sent{history(number)}"
                     )
             if state == "new":
-                violations.append(f"1: application #{number} is still new: no draft written")
-            elif state in MUST_HAVE_REQUEST and counts["request"] != 1:
                 violations.append(
-                    f"1: application #{number} ({state}) has {counts['request']} request drafts"
+                    f"1: application #{number} is still new: no draft written{history(number)}"
+                )
+            elif state in MUST_HAVE_REQUEST and counts["request"] == 0:
+                violations.append(
+                    f"1: application #{number} ({state}) has no request draft{history(number)}"
                 )
             elif state not in TERMINAL_OR_STALE | MUST_HAVE_REQUEST:
                 violations.append(f"1: application #{number} in unknown state {state}")
             if state in ("skipped", "stale") and answered[str(app["rejection"])]:
-                anomalies.append(f"application #{number} is {state} although its request was sent")
+                anomalies.append(
+                    f"application #{number} is {state} although its request was sent"
+                    + history(number)
+                )
 
         by_rejection = {str(app["rejection"]): number for number, app in applications.items()}
         opened_for = {

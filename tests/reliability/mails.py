@@ -46,6 +46,12 @@ COMPANIES = (
     Company("Larkspur Bio", "larkspurbio.com", "Grace Liu"),
     Company("Veridian Transit", "veridiantransit.com", "Samuel Adeyemi"),
     Company("Ashgrove Insurance", "ashgrove-insurance.com", "Claire Dubois"),
+    Company("Pinecrest Logistics", "pinecrestlogistics.com", "Jonas Lindqvist"),
+    Company("Silverfin Analytics", "silverfin-analytics.com", "Amara Nwosu"),
+    Company("Harborview Bank", "harborviewbank.com", "Lucia Romano"),
+    Company("Glasswing Games", "glasswing.games", "Theo Marchetti"),
+    Company("Redwood Civic", "redwoodcivic.org", "Nadia Haddad"),
+    Company("Bluefield Retail", "bluefieldretail.com", "Owen Gallagher"),
 )
 
 ROLES = (
@@ -59,6 +65,10 @@ ROLES = (
     "Technical Writer",
     "Machine Learning Engineer",
     "Product Manager",
+    "Frontend Engineer",
+    "Security Engineer",
+    "Customer Success Manager",
+    "Financial Analyst",
 )
 
 
