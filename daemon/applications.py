@@ -52,6 +52,9 @@ class Application:
     thank_you_drafted_at: datetime | None
     draft_missing_since: datetime | None
     note: str
+    pending_step: str | None
+    pending_message_id: str | None
+    pending_drafts_uidnext: int | None
 
     @property
     def clock(self) -> Clock:

@@ -9,13 +9,14 @@ a crash between APPEND and commit never yields a second one.
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import email.policy
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from email.utils import parseaddr
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 from nextround.classifier.analyse import analyse
@@ -90,6 +91,15 @@ def own_domains(message: Message) -> list[str]:
         for address in (message.from_, *message.reply_to)
         if address and not is_ats_domain(address.domain) and address.domain not in FREEMAIL
     ]
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A draft found after a crash: its Message-ID, and its sent copy when already sent."""
+
+    message_id: str
+    sent_id: str | None = None
+    sent_at: datetime | None = None
 
 
 @dataclass
@@ -343,8 +353,7 @@ class Engine:
             step = _owed_draft(app)
             if step is None:
                 continue
-            with store.transaction():
-                self.write_draft(mailbox, store, folders, app, step, now)
+            self.write_draft(mailbox, store, folders, app, step, now)
             stopping.check()
 
     def write_draft(
@@ -356,22 +365,55 @@ class Engine:
         step: str,
         now: datetime,
     ) -> None:
+        """Write the draft `step` of `app` exactly once, whatever crashed before.
+
+        The draft's Message-ID and Drafts' UIDNEXT are committed before the APPEND; if the
+        process dies between the APPEND and the commit that records it, the next cycle finds
+        the draft (by our header or its Message-ID), or its sent copy (the user sent it; the
+        client may have dropped our header), or sees that Drafts took a message since (the user
+        deleted it) -- and never writes a second one."""
         spec = self.draft_spec(app, step)
-        existing = _find_existing(mailbox, folders, app.id, step)
-        if existing is not None:
-            message_id, raw = existing, b""
+        drafts = folders["drafts"].name
+        found = self.recover(mailbox, folders, app, step, spec)
+        if found is not None:
+            message_id, raw = found.message_id, b""
             logger.info("#%d: the %s draft exists already (%s)", app.id, step, message_id)
         else:
             template = template_name(step, app.stage)
             body = self.renderer.render(template, spec.variables)
             raw, message_id = build_draft(spec, body, now)
-            mailbox.append(folders["drafts"].name, raw, ["\\Draft", "\\Seen"], now)
-            checkpoint("after-append")  # the crash the Drafts/Sent search above recovers from
+            before = mailbox.status(drafts).uidnext
+            with store.transaction():
+                apps.update(
+                    store,
+                    app.id,
+                    now,
+                    pending_step=step,
+                    pending_message_id=message_id,
+                    pending_drafts_uidnext=before,
+                )
+            mailbox.append(drafts, raw, ["\\Draft", "\\Seen"], now)
+            checkpoint("after-append")  # the crash `recover` is there for
             logger.info("#%d: %s drafted to %s", app.id, step, spec.to or "nobody yet")
         if self.report is not None:
             self.report.drafts.append(
-                Planned(app.id, step, str(spec.to or ""), spec.subject, raw, existing is not None)
+                Planned(app.id, step, str(spec.to or ""), spec.subject, raw, found is not None)
             )
+        with store.transaction():
+            self.record_draft(store, app, step, spec, message_id, now)
+            if found is not None and found.sent_id is not None:
+                self.record_sent(store, app.id, step, found.sent_id, found.sent_at or now, now)
+
+    def record_draft(
+        self,
+        store: Store,
+        app: Application,
+        step: str,
+        spec: DraftSpec,
+        message_id: str,
+        now: datetime,
+    ) -> None:
+        clear = {"pending_step": None, "pending_message_id": None, "pending_drafts_uidnext": None}
         if step == "request":
             event = Event.REQUEST_DRAFTED if spec.to else Event.REQUEST_DRAFTED_NO_CONTACT
             self.event(
@@ -383,15 +425,100 @@ class Engine:
                 request_draft_message_id=message_id,
                 request_drafted_at=now,
                 request_subject=spec.subject,
+                **clear,
             )
         elif step == "follow_up":
             apps.update(
-                store, app.id, now, follow_up_draft_message_id=message_id, follow_up_drafted_at=now
+                store,
+                app.id,
+                now,
+                follow_up_draft_message_id=message_id,
+                follow_up_drafted_at=now,
+                **clear,
             )
         else:
             apps.update(
-                store, app.id, now, thank_you_draft_message_id=message_id, thank_you_drafted_at=now
+                store,
+                app.id,
+                now,
+                thank_you_draft_message_id=message_id,
+                thank_you_drafted_at=now,
+                **clear,
             )
+
+    def record_sent(
+        self,
+        store: Store,
+        application_id: int,
+        step: str,
+        sent_id: str,
+        sent_at: datetime,
+        now: datetime,
+    ) -> None:
+        """The user already sent a draft whose recording a crash interrupted."""
+        app = apps.get(store, application_id)
+        if app is None or step == "thank_you":
+            return
+        sent_at = min(sent_at, now)
+        if step == "request":
+            self.event(
+                store,
+                app,
+                Event.REQUEST_SENT,
+                now,
+                f"sent as {sent_id}",
+                request_sent_message_id=sent_id,
+                request_sent_at=sent_at,
+            )
+        else:
+            self.event(
+                store,
+                app,
+                Event.FOLLOW_UP_SENT,
+                now,
+                f"follow-up sent as {sent_id}",
+                follow_up_sent_message_id=sent_id,
+                follow_up_sent_at=sent_at,
+            )
+        apps.add_to_thread(store, app, [sent_id], now)
+
+    def recover(
+        self,
+        mailbox: Mailbox,
+        folders: dict[str, FolderRef],
+        app: Application,
+        step: str,
+        spec: DraftSpec,
+    ) -> Recovered | None:
+        """A draft for this step that already exists (or existed), or None: write it."""
+        drafts, sent = folders["drafts"].name, folders["sent"].name
+        wanted = (app.id, step)
+        for folder in (drafts, sent):
+            for raw in mailbox.search_header(folder, HEADER, f"{app.id}; step={step}").values():
+                parsed = _HEADERS.parsebytes(raw)
+                if parse_header_value(str(parsed.get(HEADER, ""))) != wanted:
+                    continue  # a substring match for another application
+                own = _first_id(parsed) or app.pending_message_id or "<unknown@nextround.invalid>"
+                if folder == drafts:
+                    return Recovered(own)
+                return Recovered(app.pending_message_id or own, own, _date_of(parsed))
+        pending = app.pending_message_id
+        if app.pending_step != step or not pending:
+            return None
+        if mailbox.search_header(drafts, "Message-ID", pending):
+            return Recovered(pending)
+        if spec.answers:
+            for raw in mailbox.search_header(sent, "In-Reply-To", spec.answers).values():
+                parsed = _HEADERS.parsebytes(raw)
+                sent_id = _first_id(parsed)
+                if sent_id:
+                    return Recovered(pending, sent_id, _date_of(parsed))
+        taken = app.pending_drafts_uidnext
+        if taken is not None and mailbox.status(drafts).uidnext > taken:
+            # Drafts stored something since: ours, which the user has deleted. The usual
+            # rules take it from here (a vanished draft means skipped); never a second one.
+            return Recovered(pending)
+        return None
 
     def draft_spec(self, app: Application, step: str) -> DraftSpec:
         contact = Address(app.contact_name, app.contact_email) if app.contact_email else None
@@ -517,16 +644,14 @@ def _drafts_present(headers: dict[int, bytes]) -> dict[str, set[object]]:
     return {"marked": marked, "answers": answers}
 
 
-def _find_existing(
-    mailbox: Mailbox, folders: dict[str, FolderRef], application_id: int, step: str
-) -> str | None:
-    """The Message-ID of a draft we already wrote for this step, in Drafts or Sent."""
-    wanted = (application_id, step)
-    for role in ("drafts", "sent"):
-        found = mailbox.search_header(folders[role].name, HEADER, f"{application_id}; step={step}")
-        for raw in found.values():
-            parsed = _HEADERS.parsebytes(raw)
-            if parse_header_value(str(parsed.get(HEADER, ""))) == wanted:
-                ids = message_ids(str(parsed.get("Message-ID", "")))
-                return ids[0] if ids else "<unknown@nextround.invalid>"
-    return None
+def _first_id(parsed: email.message.Message) -> str | None:
+    ids = message_ids(str(parsed.get("Message-ID", "")))
+    return ids[0] if ids else None
+
+
+def _date_of(parsed: email.message.Message) -> datetime | None:
+    try:
+        value = parsedate_to_datetime(str(parsed.get("Date", "")))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

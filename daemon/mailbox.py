@@ -94,6 +94,7 @@ HEADER_FIELDS = (
     "X-NEXTROUND-APPLICATION",
     "TO",
     "SUBJECT",
+    "DATE",
 )
 
 

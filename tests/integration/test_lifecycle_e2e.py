@@ -347,3 +347,35 @@ def test_label_files_a_correction_and_train_learns_from_it(world: World, tmp_pat
     trained = run_cli("-c", str(world.config), "train")
     assert trained.code == 0, trained.err
     assert "your own examples: 1" in trained.out
+
+
+def kill_after_append(world: World, now: datetime) -> None:
+    command = [sys.executable, "-m", "nextround.daemon.cli", "-c", str(world.config)]
+    killed = subprocess.run(
+        [*command, "once", "--now", now.isoformat()],
+        env={**os.environ, "NEXTROUND_FAULT_KILL_AT": "after-append"},
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+
+
+@pytest.mark.parametrize("user_action", ["send without our header", "send with it", "delete"])
+def test_a_crash_then_the_user_acting_on_the_draft_never_yields_a_second(
+    world: World, user_action: str
+) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    kill_after_append(world, T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    if user_action == "delete":
+        world.client.delete_draft(uid)
+    else:
+        world.client.send_draft(
+            uid, T0 + timedelta(minutes=7), keep_unknown_headers=user_action == "send with it"
+        )
+    for minutes in (10, 30, 50):
+        world.once(T0 + timedelta(minutes=minutes))
+    assert world.client.drafts() == {}, "a second draft was written"
+    [row] = world.status()
+    assert row["state"] == ("skipped" if user_action == "delete" else "requested")
