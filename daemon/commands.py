@@ -328,7 +328,8 @@ def label(args: argparse.Namespace) -> int:
     if not raw:
         raise NextroundError(f"{message_id}: not found in {session.folders['inbox'].name}")
     folder = settings.corrections_dir / args.label
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for directory in (settings.corrections_dir, folder):  # mkdir(parents=) ignores `mode`
+        directory.mkdir(exist_ok=True, mode=0o700)
     name = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in message_id.strip("<>"))
     for other in ("rejection", "closed", "other"):
         (settings.corrections_dir / other / f"{name}.eml").unlink(missing_ok=True)
