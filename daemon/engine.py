@@ -280,29 +280,7 @@ class Engine:
             if step is None:
                 continue
             sent_at = min(max(_when(message, now), app.request_drafted_at or now), now)
-            if step == "request":
-                self.event(
-                    store,
-                    app,
-                    Event.REQUEST_SENT,
-                    now,
-                    f"sent as {message.message_id}",
-                    request_sent_message_id=message.message_id,
-                    request_sent_at=sent_at,
-                    draft_missing_since=None,
-                )
-            else:
-                self.event(
-                    store,
-                    app,
-                    Event.FOLLOW_UP_SENT,
-                    now,
-                    f"follow-up sent as {message.message_id}",
-                    follow_up_sent_message_id=message.message_id,
-                    follow_up_sent_at=sent_at,
-                    draft_missing_since=None,
-                )
-            apps.add_to_thread(store, app, [message.message_id], now)
+            self.record_sent(store, app.id, step, message.message_id, sent_at, now)
             return
 
     # -- after the sync ---------------------------------------------------------------------
@@ -455,7 +433,7 @@ class Engine:
         sent_at: datetime,
         now: datetime,
     ) -> None:
-        """The user already sent a draft whose recording a crash interrupted."""
+        """The user sent the draft `step` (seen in Sent, or found after a crash)."""
         app = apps.get(store, application_id)
         if app is None or step == "thank_you":
             return
@@ -469,6 +447,7 @@ class Engine:
                 f"sent as {sent_id}",
                 request_sent_message_id=sent_id,
                 request_sent_at=sent_at,
+                draft_missing_since=None,
             )
         else:
             self.event(
@@ -479,6 +458,7 @@ class Engine:
                 f"follow-up sent as {sent_id}",
                 follow_up_sent_message_id=sent_id,
                 follow_up_sent_at=sent_at,
+                draft_missing_since=None,
             )
         apps.add_to_thread(store, app, [sent_id], now)
 
