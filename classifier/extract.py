@@ -55,11 +55,12 @@ _PLATFORM_DOMAINS = frozenset(
     "harver.com alvalabs.io toggl.com hirevue.com modernloop.io goodtime.io checkr.com "
     "hireright.com sterlingcheck.com fadv.com xref.com skillsurvey.com crosschq.com".split()
 )
-_FREEMAIL_DOMAINS = frozenset(
+FREEMAIL_DOMAINS = frozenset(
     "gmail.com googlemail.com outlook.com hotmail.com live.com msn.com yahoo.com aol.com "
     "icloud.com me.com proton.me protonmail.com gmx.de gmx.net gmx.at web.de t-online.de "
     "freenet.de posteo.de orange.fr free.fr laposte.net wanadoo.fr hotmail.fr yahoo.fr "
-    "libero.it hotmail.es yahoo.es ziggo.nl kpnmail.nl zoho.com fastmail.com hey.com".split()
+    "libero.it hotmail.es yahoo.es ziggo.nl kpnmail.nl zoho.com fastmail.com hey.com mail.com "
+    "yandex.ru".split()
 )
 
 # --- addresses -----------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
     if is_ats_domain(sender.domain) and re.fullmatch(r"[a-z]+(?:-[a-z]+)*", account):
         if not _AUTOMATED_LOCAL_PART.search(account) and not _is_team_mailbox(account):
             yield account.replace("-", " ").title(), "account"
-    elif not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | _FREEMAIL_DOMAINS):
+    elif not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | FREEMAIL_DOMAINS):
         yield _domain_name(sender.domain), "domain"
 
 
@@ -355,7 +356,7 @@ def _anchored_mentions(text: str, anchors: list[str]) -> Iterator[tuple[str, str
 
 def _sender_anchors(sender: Address) -> list[str]:
     """Squashed names the sender's address spells: its domain's, or its ATS account's."""
-    if not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | _FREEMAIL_DOMAINS):
+    if not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | FREEMAIL_DOMAINS):
         anchor = _squash(_domain_name(sender.domain))
     elif is_ats_domain(sender.domain) and not _AUTOMATED_LOCAL_PART.search(sender.local_part):
         anchor = _squash(sender.local_part)

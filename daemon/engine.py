@@ -20,7 +20,12 @@ from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 from nextround.classifier.analyse import analyse
-from nextround.classifier.extract import extract_company, is_ats_domain, is_human_address
+from nextround.classifier.extract import (
+    FREEMAIL_DOMAINS,
+    extract_company,
+    is_ats_domain,
+    is_human_address,
+)
 from nextround.classifier.message import Address, Message, message_ids
 from nextround.classifier.model import RejectionModel
 from nextround.classifier.verdict import Analysis, company_key
@@ -59,10 +64,6 @@ ATTACH_WINDOW = timedelta(days=60)
 # A draft must stay missing this long, with no sent copy, before it counts as deleted: some
 # clients remove the draft a moment before they store the sent copy.
 VANISH_GRACE = timedelta(minutes=10)
-FREEMAIL = frozenset(
-    "gmail.com googlemail.com outlook.com hotmail.com live.com yahoo.com icloud.com me.com "
-    "proton.me protonmail.com gmx.de gmx.net web.de aol.com mail.com yandex.ru t-online.de".split()
-)
 _AUTO_SUBJECT = re.compile(
     r"\b(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|"
     r"abwesenheit|automatische antwort|réponse automatique|absence|fuera de la oficina|"
@@ -89,7 +90,7 @@ def own_domains(message: Message) -> list[str]:
     return [
         address.domain
         for address in (message.from_, *message.reply_to)
-        if address and not is_ats_domain(address.domain) and address.domain not in FREEMAIL
+        if address and not is_ats_domain(address.domain) and address.domain not in FREEMAIL_DOMAINS
     ]
 
 

@@ -165,8 +165,11 @@ def _date(value: str) -> datetime | None:
         return None
 
 
-def header_message_id(header: bytes) -> str:
-    """The Message-ID of a header block, computed exactly as `parse_message` would."""
+def header_message_id(raw: bytes) -> str:
+    """The Message-ID of a message (or its header block), exactly as `parse_message` would
+    compute it; only the header block is read."""
+    match = _HEADER_END.search(raw)
+    header = raw[: match.end()] if match else raw[:65536]
     parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
     found = message_ids(str(parsed.get("Message-ID", "")))
     return found[0] if found else synthetic_message_id(header)

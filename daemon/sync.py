@@ -189,13 +189,6 @@ def _has_earlier_generation(store: Store, folder: str, validity: int) -> bool:
     return row is not None
 
 
-def _header_block(raw: bytes) -> bytes:
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        end = raw.find(b"\n\n")
-    return raw[: end + 4] if end >= 0 else raw[:65536]
-
-
 def _process(
     mailbox: Mailbox,
     store: Store,
@@ -231,7 +224,7 @@ def _process_one(
     try:
         message = parse_message(fetched.raw, truncated=fetched.truncated)
     except MessageParseError as error:
-        message_id = header_message_id(_header_block(fetched.raw))
+        message_id = header_message_id(fetched.raw)
         logger.warning(
             "skipping unparsable message %s (%s UID %d): %s",
             message_id,
