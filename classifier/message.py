@@ -87,6 +87,8 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     # True when only a prefix of an oversized message was fetched.
     truncated: bool = False
+    # The server's conversation id (see `Fetched.thread`), or "".
+    conversation: str = ""
 
     @property
     def auto_submitted(self) -> str | None:
@@ -102,3 +104,9 @@ class Message:
         seen: dict[str, None] = dict.fromkeys(self.in_reply_to)
         seen.update(dict.fromkeys(reversed(self.references)))
         return tuple(seen)
+
+    @property
+    def conversation_keys(self) -> tuple[str, ...]:
+        """What ties this message to a conversation: the Message-IDs it answers and the
+        server's conversation id."""
+        return (*self.thread_ids, self.conversation) if self.conversation else self.thread_ids

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -200,7 +201,8 @@ class Engine:
 
     def on_inbox(self, store: Store, message: Message, analysis: Analysis, now: datetime) -> None:
         from_user = message.from_ is not None and message.from_.email == self.identity.email
-        related = apps.by_thread(store, message.thread_ids) if message.thread_ids else []
+        keys = message.conversation_keys
+        related = apps.by_thread(store, keys) if keys else []
         for app in related:
             if (
                 app.state in (State.REQUESTED, State.FOLLOWED_UP)
@@ -231,7 +233,7 @@ class Engine:
         key = company_key(analysis.company)
         earlier = apps.recent_for_company(store, key, analysis.role, now - ATTACH_WINDOW)
         if earlier is not None:
-            apps.add_to_thread(store, earlier, [message.message_id, *message.thread_ids], now)
+            apps.add_to_thread(store, earlier, [message.message_id, *keys], now)
             logger.info("%s: same application as #%d", message.message_id, earlier.id)
             return
         self.open(store, message, analysis, now)
@@ -259,6 +261,7 @@ class Engine:
             rejection_subject=message.subject,
             rejection_references=" ".join(message.references),
             rejection_at=_when(message, now),
+            thread=json.dumps([message.conversation] if message.conversation else []),
             note=note,
         )
         self._note(f"#{application_id} opened ({state.value}): {analysis.company or '?'}")
@@ -282,6 +285,8 @@ class Engine:
                 continue
             sent_at = min(max(_when(message, now), app.request_drafted_at or now), now)
             self.record_sent(store, app.id, step, message.message_id, sent_at, now)
+            if message.conversation:
+                apps.add_to_thread(store, app, [message.conversation], now)
             return
 
     # -- after the sync ---------------------------------------------------------------------

@@ -138,6 +138,8 @@ class ImapMailbox:
         self.client = client
         self.host = host
         self.selected: str | None = None
+        # Gmail keeps its own conversation ids: fetched with each message when offered.
+        self.gmail = bool(client.has_capability("X-GM-EXT-1"))
 
     def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self.host, doing)
@@ -205,17 +207,15 @@ class ImapMailbox:
     def _fetch_group(
         self, group: list[int], sizes: dict[int, int], max_bytes: int
     ) -> Iterator[Fetched]:
-        item = f"BODY.PEEK[]<0.{max_bytes}>".encode()
+        items = [f"BODY.PEEK[]<0.{max_bytes}>".encode()]
+        if self.gmail:
+            items.append(b"X-GM-THRID")
         with self._errors("fetching messages"):
-            response = self.client.fetch(group, [item])
+            response = self.client.fetch(group, items)
         for uid in group:
             data = response.pop(uid, None)
-            if data is None:
-                continue
-            raw = data.get(b"BODY[]<0>")
-            if raw is None:
-                raw = data.get(b"BODY[]", b"")
-            yield Fetched(uid=uid, raw=bytes(raw), size=sizes[uid], limit=max_bytes)
+            if data is not None:
+                yield fetched(uid, data, sizes[uid], max_bytes)
 
     def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
         result: dict[int, bytes] = {}
@@ -270,6 +270,23 @@ class ImapMailbox:
         except MailboxError as error:
             logger.debug("logout failed, closing: %s", error)
             _close_quietly(self.client)
+
+
+def fetched(uid: int, data: dict[bytes, Any], size: int, limit: int) -> Fetched:
+    """One message of a FETCH response, as imapclient parsed it."""
+    raw = data.get(b"BODY[]<0>")
+    if raw is None:
+        raw = data.get(b"BODY[]", b"")
+    thread = data.get(b"X-GM-THRID")
+    if isinstance(thread, bytes):
+        thread = thread.decode("ascii", "replace")
+    return Fetched(
+        uid=uid,
+        raw=bytes(raw),
+        size=size,
+        limit=limit,
+        thread=f"x-gm-thrid:{thread}" if str(thread or "").isdigit() else "",
+    )
 
 
 def _groups(uids: list[int], sizes: dict[int, int], max_bytes: int) -> Iterator[list[int]]:

@@ -33,6 +33,9 @@ class Fetched:
     raw: bytes
     size: int  # RFC822.SIZE as the server reports it (some servers only approximate it)
     limit: int  # the most bytes that were asked for
+    # The server's own id for the conversation, when it keeps one (Gmail's X-GM-THRID, as
+    # "x-gm-thrid:<n>"): replies are matched by it too, whatever their headers say.
+    thread: str = ""
 
     @property
     def truncated(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from nextround.classifier.message import Message
@@ -223,6 +223,8 @@ def _process_one(
 
     try:
         message = parse_message(fetched.raw, truncated=fetched.truncated)
+        if fetched.thread:
+            message = replace(message, conversation=fetched.thread)
     except MessageParseError as error:
         message_id = header_message_id(fetched.raw)
         logger.warning(

@@ -3,13 +3,15 @@ and SMTP: draft, send, reply, thank-you; follow-up and close; skip; crash safety
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,15 @@ import pytest
 from dovecot import MailUser
 from mailclient import MailClient, SmtpServer
 from support import ConfigWriter, run_cli
+
+from nextround.daemon.commands import model_settings
+from nextround.daemon.config import load_config
+from nextround.daemon.engine import Engine
+from nextround.daemon.imap import ImapMailbox
+from nextround.daemon.mailbox import Fetched
+from nextround.daemon.session import open_session
+from nextround.daemon.store import Store
+from nextround.daemon.training import get_model
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -379,3 +390,71 @@ def test_a_crash_then_the_user_acting_on_the_draft_never_yields_a_second(
     assert world.client.drafts() == {}, "a second draft was written"
     [row] = world.status()
     assert row["state"] == ("skipped" if user_action == "delete" else "requested")
+
+
+# -- Gmail's conversation ids ---------------------------------------------------------------
+# Dovecot has no X-GM-EXT-1, so Gmail's side is played by a mailbox that gives each fetched
+# message the conversation id Gmail would (from a table of Message-IDs); IMAP, the sync, the
+# engine and the store are the real thing. Reading X-GM-THRID off Gmail's wire format is
+# tested in tests/unit/test_gmail_fetch.py.
+
+
+class GmailLike(ImapMailbox):
+    """Dovecot, with Gmail's conversation ids: `threads` maps Message-ID -> conversation."""
+
+    def __init__(self, inner: ImapMailbox, threads: dict[str, int]) -> None:
+        super().__init__(inner.client, inner.host)
+        self.threads = threads
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
+        for fetched in super().fetch(uids, max_bytes):
+            headers = BytesHeaderParser().parsebytes(fetched.raw)
+            conversation = self.threads.get(str(headers.get("Message-ID", "")).strip())
+            if conversation is not None:
+                fetched = dataclasses.replace(fetched, thread=f"x-gm-thrid:{conversation}")
+            yield fetched
+
+
+def gmail_cycle(world: World, threads: dict[str, int], now: datetime) -> None:
+    config = load_config(world.config)
+    model = get_model(model_settings(config))
+    session = open_session(config)
+    store = Store.open(config.database_path)
+    try:
+        assert isinstance(session.mailbox, ImapMailbox)
+        Engine(config, model).poll_once(
+            GmailLike(session.mailbox, threads), store, session.folders, now
+        )
+    finally:
+        store.close()
+        session.close()
+
+
+def test_a_reply_in_the_same_gmail_conversation_counts_without_references(world: World) -> None:
+    threads: dict[str, int] = {}
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    threads[rejection_id] = 1778000000000000001
+    gmail_cycle(world, threads, T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=2))
+    threads[sent_id] = 1778000000000000001  # Gmail files the sent copy in the conversation
+    gmail_cycle(world, threads, T0 + timedelta(hours=3))
+    assert world.status()[0]["state"] == "requested"
+
+    # The recruiter answers from a tool that starts a fresh message: no In-Reply-To, no
+    # References. A mail in another conversation first (not a reply), then the one Gmail
+    # files in ours.
+    body = "Hi Alex,\n\nSure, happy to help: the panel wanted more depth on streaming.\n\nPriya\n"
+    sender = INTERVIEW_REJECTION[0]
+    elsewhere_id = world.deliver(sender, "Coffee next month?", body, T0 + timedelta(days=1))
+    threads[elsewhere_id] = 1778000000000000999
+    gmail_cycle(world, threads, T0 + timedelta(days=1, minutes=5))
+    assert world.status()[0]["state"] == "requested"
+
+    reply_id = world.deliver(sender, "Feedback", body, T0 + timedelta(days=2))
+    threads[reply_id] = 1778000000000000001
+    gmail_cycle(world, threads, T0 + timedelta(days=2, minutes=5))
+    assert world.status()[0]["state"] == "replied"
+    _, thanks = world.only_draft()
+    assert str(thanks["X-Nextround-Application"]).endswith("step=thank_you")
+    assert thanks["In-Reply-To"] == reply_id
