@@ -44,12 +44,15 @@ sys.path.insert(0, str(REPO / "tests"))
 from dovecot import Dovecot, MailUser, find_dovecot_binary  # noqa: E402
 from tcpproxy import TcpProxy  # noqa: E402
 
-from nextround.daemon.config import Config, load_config  # noqa: E402
+from nextround.classifier.model import RejectionModel  # noqa: E402
+from nextround.daemon.config import DEFAULT_THRESHOLD, Config, load_config  # noqa: E402
+from nextround.daemon.engine import Engine  # noqa: E402
 from nextround.daemon.imap import ImapMailbox  # noqa: E402
 from nextround.daemon.mailbox import Fetched, Mailbox  # noqa: E402
 from nextround.daemon.session import Session, open_session  # noqa: E402
 from nextround.daemon.store import Store  # noqa: E402
 from nextround.daemon.sync import CycleResult, run_cycle  # noqa: E402
+from nextround.daemon.training import ModelSettings, get_model  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "sync.json"
 SEED = 20261122
@@ -260,7 +263,8 @@ class TimedMailbox(ImapMailbox):
     def __init__(self, inner: Mailbox) -> None:  # no super().__init__: we take over `inner`
         if not isinstance(inner, ImapMailbox):
             raise TypeError(f"expected an ImapMailbox, not {type(inner).__name__}")
-        self.__dict__.update(vars(inner))
+        # The same attribute dict, not a copy: which folder is selected must stay one fact.
+        self.__dict__ = inner.__dict__
         self.fetch_seconds = 0.0
         self.fetched = 0
         self.fetched_bytes = 0
@@ -423,7 +427,7 @@ def steady_state(
     user.append("INBOX", factory.message(0, 1))
     result: list[CycleResult] = []
     one_new = traffic(proxy, lambda: result.append(run(session, store, config)))
-    assert result[0].recorded == 1, f"expected 1 new message, got {result[0].summary()}"
+    assert result[0].recorded == 1, f"expected 1 new message, got {result[0]}"
     return {
         "dovecot_status_ms": server_ms,
         "nothing_new": {**idle.as_dict(), "ms": round(idle_ms, 2)},
@@ -448,6 +452,7 @@ def measure(
     proxy: TcpProxy,
     workdir: Path,
     count: int,
+    model: RejectionModel,
     *,
     full: bool,
     profile: bool,
@@ -517,14 +522,19 @@ def measure(
             if profiler is not None:
                 profiler.enable()
             try:
-                return run_cycle(timed_box, store, session.folders, config.sync, now, nothing)
+                if not full:
+                    return run_cycle(timed_box, store, session.folders, config.sync, now, nothing)
+                # End to end: what the daemon's first cycle does (triage, parse, classify,
+                # record, lifecycle), not the sync alone.
+                engine = Engine(config, model)
+                return engine.poll_once(timed_box, store, session.folders, now).sync
             finally:
                 if profiler is not None:
                     profiler.disable()
 
         result, seconds = timed(first)
         stats = proxy.stats()
-        inbox = result.folders[0]
+        inbox = next(folder for folder in result.folders if folder.folder.role == "inbox")
         assert inbox.recorded == expected_new, f"first sync: {result.summary()}"
         position = store.position("INBOX")
         assert position is not None and position.backfilled and position.last_uid >= count
@@ -551,7 +561,7 @@ def measure(
                 "process_seconds": round(seconds - imap_s, 3),
             }
             print(
-                f"(b) first sync (run_cycle via open_session, no-op handler): "
+                f"(b) first sync end to end (Engine.poll_once: triage, parse, classify, record): "
                 f"{rate:,.0f} msg/s, {first_sync['mb_per_s']:.1f} MB/s in {seconds:.1f} s = "
                 f"{first_sync['ratio_to_raw_proxied']:.2f} x raw (proxied)"
                 + ("  [PROFILED]" if profiler else "")
@@ -719,8 +729,9 @@ def main(argv: list[str] | None = None) -> int:
         TcpProxy(server.host, server.port_plain) as proxy,
     ):
         workdir = Path(tmp)
+        model = get_model(ModelSettings(state_dir=workdir / "model", threshold=DEFAULT_THRESHOLD))
         results["small"] = measure(
-            "small", server, proxy, workdir, args.messages, full=True, profile=args.profile
+            "small", server, proxy, workdir, args.messages, model, full=True, profile=args.profile
         )
         if not args.full:
             print(
@@ -730,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
                 "position to the highest UID, as a finished backfill would."
             )
         results["large"] = measure(
-            "large", server, proxy, workdir, args.large, full=args.full, profile=args.profile
+            "large", server, proxy, workdir, args.large, model, full=args.full, profile=args.profile
         )
 
     results["machine"]["loadavg_at_end"] = [round(value, 2) for value in os.getloadavg()]

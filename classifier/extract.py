@@ -24,6 +24,7 @@ in full, then in the subject ("Application for X at Y", "Acme - X", "X - Applica
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,6 +63,8 @@ FREEMAIL_DOMAINS = frozenset(
     "libero.it hotmail.es yahoo.es ziggo.nl kpnmail.nl zoho.com fastmail.com hey.com mail.com "
     "yandex.ru".split()
 )
+_SYSTEM_DOMAINS = ATS_DOMAINS | _PLATFORM_DOMAINS
+_SERVICE_DOMAINS = _SYSTEM_DOMAINS | FREEMAIL_DOMAINS
 
 # --- addresses -----------------------------------------------------------------------------
 
@@ -120,15 +123,18 @@ def is_ats_domain(domain: str) -> bool:
     return _in_domains(domain, ATS_DOMAINS)
 
 
+# Senders are few and repeat: the verdict on an address is kept (bounded).
+@functools.lru_cache(maxsize=4096)
 def is_automated_address(address: Address) -> bool:
     """No-reply, notification and system senders, and anything sent through an ATS or job board."""
     address = _bounded(address)
     return bool(
         _AUTOMATED_LOCAL_PART.search(address.local_part)
-        or _in_domains(address.domain, ATS_DOMAINS | _PLATFORM_DOMAINS)
+        or _in_domains(address.domain, _SYSTEM_DOMAINS)
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_human_address(address: Address) -> bool:
     """A person's own mailbox: not automated, not a shared box, not signed as a team."""
     address = _bounded(address)
@@ -277,7 +283,7 @@ def extract_company(message: Message) -> str | None:
 def _is_agency(sender: Address, text: str) -> bool:
     """Agency mail. "Acme Recruiting" in a display name is a company's team, but a domain
     with "recruit" in it (rootsrecruiting.com) is an agency's own."""
-    own_domain = not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS)
+    own_domain = not _in_domains(sender.domain, _SYSTEM_DOMAINS)
     agency_domain = "recruit" in sender.domain or _AGENCY_SENDER.search(sender.domain)
     return bool(
         (own_domain and agency_domain)
@@ -313,7 +319,7 @@ def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
     if is_ats_domain(sender.domain) and re.fullmatch(r"[a-z]+(?:-[a-z]+)*", account):
         if not _AUTOMATED_LOCAL_PART.search(account) and not _is_team_mailbox(account):
             yield account.replace("-", " ").title(), "account"
-    elif not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | FREEMAIL_DOMAINS):
+    elif not _in_domains(sender.domain, _SERVICE_DOMAINS):
         yield _domain_name(sender.domain), "domain"
 
 
@@ -356,7 +362,7 @@ def _anchored_mentions(text: str, anchors: list[str]) -> Iterator[tuple[str, str
 
 def _sender_anchors(sender: Address) -> list[str]:
     """Squashed names the sender's address spells: its domain's, or its ATS account's."""
-    if not _in_domains(sender.domain, ATS_DOMAINS | _PLATFORM_DOMAINS | FREEMAIL_DOMAINS):
+    if not _in_domains(sender.domain, _SERVICE_DOMAINS):
         anchor = _squash(_domain_name(sender.domain))
     elif is_ats_domain(sender.domain) and not _AUTOMATED_LOCAL_PART.search(sender.local_part):
         anchor = _squash(sender.local_part)

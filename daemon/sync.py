@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -24,7 +24,7 @@ from nextround.daemon.errors import (
     StorageError,
 )
 from nextround.daemon.mailbox import Fetched, Mailbox, choose_folder
-from nextround.daemon.parse import header_message_id, parse_message
+from nextround.daemon.parse import header_message_id, parse_message, parse_quick
 from nextround.daemon.store import Store
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 # commits together with the message and the new sync position.
 # Arguments: the store, the folder, the parsed message, its row id in `messages`, and now.
 Handler = Callable[[Store, "FolderRef", Message, int, datetime], None]
+# Given messages read cheaply (headers and the start of the text), says for each whether it
+# deserves a full parse; the rest are recorded and handled as read. Mail-parser is most of a
+# first sync's time, and most mail needs no more than this.
+Triage = Callable[[Store, "FolderRef", list[Message]], list[bool]]
+
+# Messages triaged together: bounded by count and by bytes, so memory stays bounded.
+TRIAGE_MESSAGES = 200
+TRIAGE_BYTES = 16_000_000
 
 WATCHED_ROLES = ("inbox", "sent")
 
@@ -52,6 +60,7 @@ class FolderResult:
     unparsable: int = 0
     failed: int = 0
     rebound: int = 0
+    read_quickly: int = 0  # recorded as triage read them, without a full parse
     uidvalidity_changed: bool = False
 
 
@@ -108,6 +117,7 @@ def sync_folder(
     sync: SyncConfig,
     now: datetime,
     handle: Handler | None = None,
+    triage: Triage | None = None,
 ) -> FolderResult:
     result = FolderResult(folder)
     position = store.position(folder.name)
@@ -119,14 +129,15 @@ def sync_folder(
         if selected.uidvalidity == position.uidvalidity:
             uids = mailbox.uids_after(position.last_uid)
             result.new = len(uids)
-            _process(mailbox, store, folder, selected.uidvalidity, uids, sync, now, handle, result)
+            validity = selected.uidvalidity
+            _process(mailbox, store, folder, validity, uids, sync, now, result, handle, triage)
             settled = max([selected.uidnext - 1, position.last_uid, *uids])
             with store.transaction():
                 store.set_position(
                     folder.name, folder.role, selected.uidvalidity, settled, True, now
                 )
             return result
-    return _backfill(mailbox, store, folder, sync, now, handle, result)
+    return _backfill(mailbox, store, folder, sync, now, result, handle, triage)
 
 
 def _backfill(
@@ -135,8 +146,9 @@ def _backfill(
     folder: FolderRef,
     sync: SyncConfig,
     now: datetime,
-    handle: Handler | None,
     result: FolderResult,
+    handle: Handler | None,
+    triage: Triage | None,
 ) -> FolderResult:
     """First run, an interrupted first run, or a UIDVALIDITY change."""
     position = store.position(folder.name)
@@ -168,7 +180,9 @@ def _backfill(
             fresh.append(uid)
         uids = fresh
     result.new = len(uids)
-    _process(mailbox, store, folder, validity, uids, sync, now, handle, result, advance=False)
+    _process(
+        mailbox, store, folder, validity, uids, sync, now, result, handle, triage, advance=False
+    )
     settled = max([selected.uidnext - 1, *candidates, 0])
     with store.transaction():
         store.set_position(folder.name, folder.role, validity, settled, True, now)
@@ -197,14 +211,63 @@ def _process(
     uids: Sequence[int],
     sync: SyncConfig,
     now: datetime,
-    handle: Handler | None,
     result: FolderResult,
+    handle: Handler | None,
+    triage: Triage | None,
     *,
     advance: bool = True,
 ) -> None:
-    for fetched in mailbox.fetch(uids, sync.max_message_bytes):
-        _process_one(store, folder, validity, fetched, now, handle, result, advance)
-        stopping.check()  # after the commit: a stop never leaves a message half-done
+    for batch in _batches(mailbox.fetch(uids, sync.max_message_bytes)):
+        ready = _triaged(store, folder, batch, triage)
+        for fetched, message in zip(batch, ready, strict=True):
+            _process_one(store, folder, validity, fetched, now, handle, result, advance, message)
+            stopping.check()  # after the commit: a stop never leaves a message half-done
+
+
+def _batches(fetched: Iterable[Fetched]) -> Iterator[list[Fetched]]:
+    batch: list[Fetched] = []
+    size = 0
+    for item in fetched:
+        batch.append(item)
+        size += len(item.raw)
+        if len(batch) >= TRIAGE_MESSAGES or size >= TRIAGE_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _triaged(
+    store: Store, folder: FolderRef, batch: list[Fetched], triage: Triage | None
+) -> list[Message | None]:
+    """For each message, the cheaply read Message when that is all it needs, else None."""
+    if triage is None:
+        return [None] * len(batch)
+    quick: list[Message | None] = []
+    for item in batch:
+        try:
+            message = parse_quick(item.raw, truncated=item.truncated)
+        except Exception:  # noqa: BLE001 - what the cheap reading trips on, the full parse handles
+            message = None
+        quick.append(None if message is None else _with_thread(message, item))
+    readable = [(index, message) for index, message in enumerate(quick) if message is not None]
+    try:
+        verdicts = triage(store, folder, [message for _, message in readable])
+    except (MailboxError, StorageError):
+        raise
+    except Exception:  # triage only saves time: without it, everything is parsed in full
+        logger.exception("triage failed; parsing this batch in full")
+        return [None] * len(batch)
+    for (index, _), parse_fully in zip(readable, verdicts, strict=True):
+        if parse_fully:
+            quick[index] = None
+    return quick
+
+
+def _with_thread(message: Message, fetched: Fetched) -> Message:
+    if not fetched.thread:
+        return message
+    return replace(message, conversation=fetched.thread)
 
 
 def _process_one(
@@ -216,15 +279,16 @@ def _process_one(
     handle: Handler | None,
     result: FolderResult,
     advance: bool,
+    triaged: Message | None = None,
 ) -> None:
     def settle() -> None:
         if advance:
             store.set_position(folder.name, folder.role, validity, fetched.uid, True, now)
 
     try:
-        message = parse_message(fetched.raw, truncated=fetched.truncated)
-        if fetched.thread:
-            message = replace(message, conversation=fetched.thread)
+        message = triaged or _with_thread(
+            parse_message(fetched.raw, truncated=fetched.truncated), fetched
+        )
     except MessageParseError as error:
         message_id = header_message_id(fetched.raw)
         logger.warning(
@@ -256,6 +320,7 @@ def _process_one(
                 handle(store, folder, message, row_id, now)
             settle()
         result.recorded += 1
+        result.read_quickly += triaged is not None
     except (MailboxError, StorageError):
         raise  # the cycle stops here; the message was not committed and is fetched again
     except (NextroundError, Exception) as error:  # noqa: BLE001 - one bad message never stops the cycle

@@ -23,7 +23,7 @@ from support import ConfigWriter, run_cli
 
 from nextround.daemon.commands import model_settings
 from nextround.daemon.config import load_config
-from nextround.daemon.engine import Engine
+from nextround.daemon.engine import CycleReport, Engine
 from nextround.daemon.imap import ImapMailbox
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.session import open_session
@@ -415,19 +415,39 @@ class GmailLike(ImapMailbox):
             yield fetched
 
 
-def gmail_cycle(world: World, threads: dict[str, int], now: datetime) -> None:
+def gmail_cycle(world: World, threads: dict[str, int], now: datetime) -> CycleReport:
     config = load_config(world.config)
     model = get_model(model_settings(config))
     session = open_session(config)
     store = Store.open(config.database_path)
     try:
         assert isinstance(session.mailbox, ImapMailbox)
-        Engine(config, model).poll_once(
-            GmailLike(session.mailbox, threads), store, session.folders, now
-        )
+        mailbox = GmailLike(session.mailbox, threads)
+        return Engine(config, model).poll_once(mailbox, store, session.folders, now)
     finally:
         store.close()
         session.close()
+
+
+def test_first_sync_parses_in_full_only_what_may_be_job_mail(world: World) -> None:
+    """Triage: ordinary mail is recorded as read cheaply; a rejection is parsed in full and
+    drafted for; a reply in a followed conversation is never triaged away."""
+    for number in range(30):
+        world.deliver(
+            f"News {number} <news{number}@letters.example>",
+            f"Weekly digest #{number}: ten links about gardening",
+            "This week: tomatoes, compost and a ladder review.\n\nUnsubscribe any time.\n",
+            T0 - timedelta(days=1, minutes=number),
+        )
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    report = gmail_cycle(world, {}, T0 + timedelta(minutes=5))
+    [inbox] = [result for result in report.sync.folders if result.folder.role == "inbox"]
+    assert inbox.recorded == 31
+    assert inbox.read_quickly >= 25
+    assert [a.label for _, a in report.analyses].count("rejection") == 1
+    _, draft = world.only_draft()
+    assert draft["In-Reply-To"] == rejection_id
+    assert world.status()[0]["state"] == "drafted"
 
 
 def test_a_reply_in_the_same_gmail_conversation_counts_without_references(world: World) -> None:

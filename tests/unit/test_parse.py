@@ -8,7 +8,12 @@ import pytest
 
 from nextround.classifier.text import html_to_text
 from nextround.daemon.errors import MessageParseError
-from nextround.daemon.parse import header_message_id, parse_message, synthetic_message_id
+from nextround.daemon.parse import (
+    header_message_id,
+    parse_message,
+    parse_quick,
+    synthetic_message_id,
+)
 
 PLAIN = b"""From: Jane Doe <Jane.Doe@Acme.com>
 To: Alex <alex@example.org>
@@ -139,3 +144,86 @@ def test_unparseable_date_is_none() -> None:
 def test_html_to_text_blocks() -> None:
     text = html_to_text("<div>a</div><div>b<br>c</div>")
     assert [line for line in text.splitlines() if line] == ["a", "b", "c"]
+
+
+MULTIPART = b"""From: "Lee, Sam" <sam.lee@globex.example>
+To: alex@example.org
+Subject: =?iso-8859-1?q?R=FCckmeldung?= zu Ihrer Bewerbung
+Message-ID: <m4@globex.example>
+Date: Wed, 04 Nov 2026 08:00:00 +0000
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b1"
+
+--b1
+Content-Type: text/plain; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+Leider m=FCssen wir Ihnen mitteilen, dass wir uns anders entschieden haben.
+--b1
+Content-Type: text/html; charset=utf-8
+
+<p>Leider m&uuml;ssen wir Ihnen mitteilen ...</p>
+--b1--
+"""
+
+ATTACHED = b"""From: hr@initech.example
+Subject: Offer letter
+Message-ID: <m5@initech.example>
+Content-Type: multipart/mixed; boundary="b2"
+
+--b2
+Content-Type: text/plain; charset=utf-8
+
+Please find the offer attached.
+--b2
+Content-Type: text/plain; name="terms.txt"
+Content-Disposition: attachment; filename="terms.txt"
+
+Not part of the body.
+--b2--
+"""
+
+
+NESTED = (
+    b"From: Talent <talent@hooli.example>\r\nSubject: Update\r\nMessage-ID: <m6@hooli.example>\r\n"
+    b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\npreamble\r\n--outer\r\n'
+    b'Content-Type: multipart/alternative; boundary="inner"\r\n\r\n--inner\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + __import__("base64").encodebytes("Wir haben uns für jemand anderen entschieden.".encode())
+    + b"\r\n--inner\r\nContent-Type: text/html\r\n\r\n<p>html twin</p>\r\n--inner--\r\n"
+    b"--outer\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"JVBERi0xLjQK\r\n--outer--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [PLAIN, HTML_ONLY, INJECTION, MULTIPART, ATTACHED, NESTED],
+    ids=["plain", "html-only", "injection", "multipart", "attachment", "nested-base64"],
+)
+def test_quick_reading_agrees_with_the_full_parse(raw: bytes) -> None:
+    """Triage decides on `parse_quick`; what it reads must be what the full parse reads."""
+    quick, full = parse_quick(raw), parse_message(raw)
+    assert quick is not None
+    for name in ("message_id", "subject", "from_", "reply_to", "to", "date", "in_reply_to"):
+        assert getattr(quick, name) == getattr(full, name), name
+    assert quick.references == full.references
+    assert quick.headers == full.headers
+    assert " ".join(quick.text.split()) == " ".join(full.text.split())
+    assert "\r" not in quick.subject and "\n" not in quick.subject
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"just some text without any header at all\n",
+        # Words only after a style block longer than the prefix: only a full parse can tell.
+        b"From: a@b.c\nMessage-ID: <s@x>\nContent-Type: text/html\n\n<style>"
+        + b"p{}" * 30_000
+        + b"</style><p>We regret to inform you</p>",
+    ],
+    ids=["empty", "no-headers", "style-block"],
+)
+def test_quick_reading_declines_what_it_cannot_judge(raw: bytes) -> None:
+    assert parse_quick(raw) is None
