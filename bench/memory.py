@@ -20,6 +20,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -63,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="nextround-memory-"))
     server = Dovecot.start()
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
     try:
         user = server.add_user("memory@example.org")
         config_path = write_config(workdir, server, user.username, user.password)
@@ -92,8 +93,11 @@ def main() -> int:
         engine.poll_once(session.mailbox, store, session.folders, now)
         results["cycles_before_mb"] = round(rss_mb(), 1)
         peak = 0.0
+        samples: list[tuple[int, float]] = []
         started = time.monotonic()
         for cycle in range(args.cycles):
+            if cycle % max(1, args.cycles // 10) == 0:
+                samples.append((cycle, round(rss_mb(), 1)))
             if cycle % 50 == 0:
                 user.append("INBOX", rejection(1000 + cycle))
             now += timedelta(minutes=5)
@@ -102,6 +106,7 @@ def main() -> int:
         results["cycles"] = args.cycles
         results["cycles_seconds"] = round(time.monotonic() - started, 1)
         results["cycles_after_mb"] = round(rss_mb(), 1)
+        results["samples"] = [*samples, (args.cycles, results["cycles_after_mb"])]
         results["cycles_peak_mb"] = round(peak, 1)
         session.close()
         store.close()
@@ -114,6 +119,7 @@ def main() -> int:
         f"{results['cycles']:.0f} cycles (peak {results['cycles_peak_mb']} MB, "
         f"{results['cycles_seconds']} s)"
     )
+    print("RSS by cycle: " + ", ".join(f"{cycle}: {mb}" for cycle, mb in results["samples"]))
     out = REPO / "bench" / "results" / "memory.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
