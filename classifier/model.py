@@ -62,8 +62,8 @@ def clean_body(text: str) -> str:
     if match and match.start() > 40:
         text = text[: match.start()]
     lines = [line for line in text[: BODY_CHARS * 4].splitlines() if not line.startswith(">")]
-    # Normalised, the text only grows by a few characters per URL or address: twice what is
-    # kept is enough to work on.
+    # Twice what is kept is all the regular expressions below work on (they were most of the
+    # time on long mail); link-heavy mail may keep less than BODY_CHARS of words for it.
     text = "\n".join(lines)[: BODY_CHARS * 2]
     if "://" in text or "www." in text.lower():
         text = _URL.sub(" urltoken ", text)

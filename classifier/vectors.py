@@ -29,8 +29,9 @@ CACHE_WORDS = 20_000
 _WORD = re.compile(r"\w+")
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's default token_pattern
 
-# Accented Latin letters to their base letters (é -> e, Ł stays Ł): what TfidfVectorizer's
-# strip_accents="unicode" does, as one table lookup per character instead of a Python step.
+# Precomposed accented Latin letters to their base letters (é -> e, Ł stays Ł): what
+# TfidfVectorizer's strip_accents="unicode" does for them, as one table lookup per character;
+# other scripts and decomposed accents are left as they are.
 _FOLD = {
     code: "".join(
         part for part in unicodedata.normalize("NFKD", chr(code)) if not unicodedata.combining(part)
@@ -148,6 +149,7 @@ class CharGrams(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.max_features = max_features
 
     def fit(self, documents: Iterable[str], y: Any = None) -> CharGrams:
+        self._cache().clear()  # ids of a previous vocabulary
         self.tfidf_ = TfidfVectorizer(
             analyzer=text_grams,
             min_df=self.min_df,

@@ -147,6 +147,8 @@ class CycleReport:
 
 # Below this chance of being job mail (rejection or closed), a message is not parsed in full:
 # far under the rejection threshold, so what the full parse would add cannot change a verdict.
+# An application in these states is waiting for an answer.
+REPLY_STATES = (State.REQUESTED, State.FOLLOWED_UP)
 TRIAGE_FLOOR = 0.1
 # Triage reads this much of the text: a rejection says what it is early (on our corpus and
 # on real job mail, no rejection's first 600 characters score under 0.79).
@@ -224,10 +226,11 @@ class Engine:
             followed |= app.known_ids
         prefixes = [replace(message, text=message.text[:TRIAGE_TEXT]) for message in messages]
         predictions = self.model.predict(prefixes, [self.identity.email])
+        floor = min(TRIAGE_FLOOR, self.model.threshold / 2)  # a threshold set very low wins
         verdicts = []
         for message, prediction in zip(messages, predictions, strict=True):
             job = 1.0 - prediction.probabilities.get("other", 0.0)
-            if job >= TRIAGE_FLOOR or followed.intersection(message.conversation_keys):
+            if job >= floor or followed.intersection(message.conversation_keys):
                 verdicts.append(True)
             else:
                 analysis = combine(message, prediction, no_earlier_contacts)
@@ -257,21 +260,27 @@ class Engine:
         ]
         extracted = company_key(extract_company(message)) if humans and read_fully else ""
         for address in humans:
-            key = extracted if read_fully else domain_key(address)
-            store.remember_contact(address, key, message.message_id, now)
+            if read_fully:
+                store.remember_contact(address, extracted, message.message_id, now)
+            else:
+                key = domain_key(address)
+                store.remember_contact(address, key, message.message_id, now, guessed=True)
 
     # -- what a new message means -----------------------------------------------------------
 
     def on_inbox(self, store: Store, message: Message, analysis: Analysis, now: datetime) -> None:
         from_user = message.from_ is not None and message.from_.email == self.identity.email
-        keys = message.conversation_keys
+        keys = message.thread_ids
         related = apps.by_thread(store, keys) if keys else []
+        if not related and message.conversation:
+            # The server's conversation alone (Gmail groups mail by subject and sender, so a
+            # second no-reply rejection can land in it too) makes a reply only of mail a
+            # person wrote; anything else goes on as if it had no conversation.
+            person = message.from_ is not None and is_human_address(message.from_)
+            in_conversation = apps.by_thread(store, [message.conversation]) if person else []
+            related = [app for app in in_conversation if app.state in REPLY_STATES]
         for app in related:
-            if (
-                app.state in (State.REQUESTED, State.FOLLOWED_UP)
-                and not from_user
-                and not is_auto_reply(message)
-            ):
+            if app.state in REPLY_STATES and not from_user and not is_auto_reply(message):
                 self.event(
                     store,
                     app,
@@ -297,6 +306,8 @@ class Engine:
         earlier = apps.recent_for_company(store, key, analysis.role, now - ATTACH_WINDOW)
         if earlier is not None:
             apps.add_to_thread(store, earlier, [message.message_id, *keys], now)
+            if message.conversation:
+                apps.add_to_thread(store, earlier, [message.conversation], now)
             logger.info("%s: same application as #%d", message.message_id, earlier.id)
             return
         self.open(store, message, analysis, now)

@@ -119,11 +119,13 @@ def connect(imap: ImapConfig, secret: str) -> ImapMailbox:
                     raise AuthError(f"{host}: XOAUTH2 login failed: {error}") from None
             else:
                 client.login(imap.username, secret)
+        with translate_errors(host, "reading the server's capabilities"):
+            gmail = bool(client.has_capability("X-GM-EXT-1"))
     except BaseException:
         _close_quietly(client)
         raise
     logger.debug("logged in to %s:%d as %s", host, port, imap.username)
-    return ImapMailbox(client, host)
+    return ImapMailbox(client, host, gmail=gmail)
 
 
 def _close_quietly(client: imapclient.IMAPClient) -> None:
@@ -134,12 +136,12 @@ def _close_quietly(client: imapclient.IMAPClient) -> None:
 class ImapMailbox:
     """A logged-in connection. Not thread-safe: one cycle uses it at a time."""
 
-    def __init__(self, client: imapclient.IMAPClient, host: str) -> None:
+    def __init__(self, client: imapclient.IMAPClient, host: str, *, gmail: bool = False) -> None:
         self.client = client
         self.host = host
         self.selected: str | None = None
-        # Gmail keeps its own conversation ids: fetched with each message when offered.
-        self.gmail = bool(client.has_capability("X-GM-EXT-1"))
+        # Gmail keeps its own conversation ids (X-GM-EXT-1): fetched with each message.
+        self.gmail = gmail
 
     def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self.host, doing)

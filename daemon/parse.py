@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 from datetime import UTC, datetime
-from email.errors import HeaderParseError
+from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message as MimeMessage
 from email.parser import BytesHeaderParser
@@ -108,15 +108,22 @@ def parse_quick(raw: bytes, *, truncated: bool = False) -> Message | None:
         return None
     try:
         parsed, body = _split(raw[:QUICK_PREFIX])
-        raw_headers = {name.lower(): _raw_text(value) for name, value in parsed.items()}
+        items = [(name.lower(), _raw_text(value)) for name, value in parsed.raw_items()]
         plain: list[str] = []
         html: list[str] = []
-        _text_parts(parsed, body, plain, html, _QUICK_DEPTH)
+        if not _text_parts(parsed, body, plain, html, _QUICK_DEPTH):
+            return None  # a part the quick walk does not read: only a full parse can tell
     except Exception:  # noqa: BLE001 - anything odd goes to the full parser, which decides
         return None
+    # As parse_message reads them: addresses from the last header of a name, everything else
+    # (Message-ID above all: header_message_id must agree) from the first.
+    raw_headers = dict(items)
+    first: dict[str, str] = {}
+    for name, value in items:
+        first.setdefault(name, value)
     decoded = {
         name: _decode_words(value)
-        for name, value in raw_headers.items()
+        for name, value in first.items()
         if name in _QUICK_HEADERS or name in _KEPT_HEADERS or name.startswith(_KEPT_PREFIXES)
     }
     if not any(name in decoded for name in ("from", "subject", "date", "message-id", "to")):
@@ -154,29 +161,40 @@ def _split(raw: bytes) -> tuple[MimeMessage, bytes]:
 
 def _text_parts(
     headers: MimeMessage, body: bytes, plain: list[str], html: list[str], depth: int
-) -> None:
+) -> bool:
     """The text/plain and text/html parts, decoded, in order: a MIME walk that reads only
-    the part headers, not every line of every part as the email package's parser does."""
+    the part headers, not every line of every part as the email package's parser does.
+    False when it met something it does not read (a forwarded message, a named text part,
+    a boundary in RFC 2231 form, too deep, too many parts)."""
     kind = headers.get_content_type()
     if kind.startswith("multipart/"):
         boundary = headers.get_param("boundary")
         if not isinstance(boundary, str) or not boundary or depth <= 0:
-            return
-        delimiter = b"--" + boundary.encode("latin-1", "replace")
-        for chunk in body.split(delimiter, _QUICK_PARTS)[1:_QUICK_PARTS]:
+            return False
+        delimiter = b"\n--" + boundary.encode("latin-1", "replace")
+        chunks = (b"\n" + body).split(delimiter, _QUICK_PARTS)
+        for chunk in chunks[1:]:
             if chunk.startswith(b"--"):
-                break  # the closing delimiter
+                return True  # the closing delimiter
+            if len(chunks) > _QUICK_PARTS and chunk is chunks[-1]:
+                return False  # more parts than the quick walk reads
             part, part_body = _split(chunk.split(b"\n", 1)[1] if b"\n" in chunk else b"")
-            _text_parts(part, part_body, plain, html, depth - 1)
-        return
-    if kind not in ("text/plain", "text/html") or headers.get_filename():
-        return
+            if not _text_parts(part, part_body, plain, html, depth - 1):
+                return False
+        return True
+    if kind.startswith("message/"):
+        return False
+    if kind not in ("text/plain", "text/html"):
+        return True  # an attachment: not text
+    if headers.get_filename() or "attachment" in str(headers.get("content-disposition", "")):
+        return False  # a text file: mail-parser's choice whether it is the body
     payload = _decoded(body, str(headers.get("content-transfer-encoding", "")))
     try:
         text = payload.decode(headers.get_content_charset() or "utf-8", "replace")
     except LookupError:  # an unknown charset
         text = payload.decode("utf-8", "replace")
     (plain if kind == "text/plain" else html).append(text)
+    return True
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
@@ -247,7 +265,7 @@ def _decode_words(value: str) -> str:
         return value  # no encoded-word: nothing to decode
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+    except (ValueError, LookupError, UnicodeError, HeaderParseError, CharsetError):
         return value
 
 

@@ -260,13 +260,22 @@ class Store:
             )
 
     def remember_contact(
-        self, address: Address, company_key: str, message_id: str, now: datetime
+        self,
+        address: Address,
+        company_key: str,
+        message_id: str,
+        now: datetime,
+        *,
+        guessed: bool = False,
     ) -> None:
+        """`guessed`: the company key comes from the domain, not from the mail's text, and
+        never replaces one that did."""
         with storage_errors("recording a contact"):
             self.connection.execute(
                 "INSERT INTO contacts (email, name, company_key, domain, last_seen_at, message_id) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
                 "name = excluded.name, company_key = CASE WHEN excluded.company_key != '' "
+                "AND (? = 0 OR contacts.company_key = '') "
                 "THEN excluded.company_key ELSE contacts.company_key END, "
                 "last_seen_at = excluded.last_seen_at, message_id = excluded.message_id",
                 (
@@ -276,6 +285,7 @@ class Store:
                     address.domain,
                     now.isoformat(),
                     message_id,
+                    guessed,
                 ),
             )
 
@@ -289,8 +299,10 @@ class Store:
             return []
         with storage_errors("reading contacts"):
             rows = self.connection.execute(
-                "SELECT name, email FROM contacts WHERE (company_key != '' AND company_key = ?) "
-                "OR domain IN (SELECT value FROM json_each(?)) "
+                "SELECT name, email FROM contacts WHERE (company_key != '' AND company_key = ?1) "
+                # A key guessed from a domain often carries a suffix: globexhq for Globex.
+                "OR (length(?1) >= 4 AND substr(company_key, 1, length(?1)) = ?1) "
+                "OR domain IN (SELECT value FROM json_each(?2)) "
                 "ORDER BY last_seen_at DESC, rowid DESC LIMIT 5",
                 (company_key, json.dumps(list(domains))),
             ).fetchall()

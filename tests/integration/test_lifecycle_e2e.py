@@ -431,7 +431,7 @@ def gmail_cycle(world: World, threads: dict[str, int], now: datetime) -> CycleRe
 
 def test_first_sync_parses_in_full_only_what_may_be_job_mail(world: World) -> None:
     """Triage: ordinary mail is recorded as read cheaply; a rejection is parsed in full and
-    drafted for; a reply in a followed conversation is never triaged away."""
+    drafted for."""
     for number in range(30):
         world.deliver(
             f"News {number} <news{number}@letters.example>",
@@ -478,3 +478,42 @@ def test_a_reply_in_the_same_gmail_conversation_counts_without_references(world:
     _, thanks = world.only_draft()
     assert str(thanks["X-Nextround-Application"]).endswith("step=thank_you")
     assert thanks["In-Reply-To"] == reply_id
+
+
+def test_a_second_no_reply_rejection_in_the_same_gmail_conversation_opens_its_own(
+    world: World,
+) -> None:
+    """Gmail files same-subject mail from one sender in one conversation: a second rejection
+    there opens its own application and is no reply to the first."""
+    threads: dict[str, int] = {}
+    sender = "Brightloom Careers <no-reply@brightloom.io>"
+    subject = "Your application to Brightloom"
+    first = world.deliver(
+        sender,
+        subject,
+        "Hi Alex,\n\nThank you for applying for the Data Engineer role at Brightloom. After "
+        "careful review we have decided not to move forward with your application.\n\n"
+        "The Brightloom Talent Team\n",
+        T0,
+    )
+    threads[first] = 1778000000000000042
+    gmail_cycle(world, threads, T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    # No person to write to in a no-reply rejection: the user fills in the recipient.
+    sent = world.client.send_draft(uid, T0 + timedelta(hours=1), to="talent@brightloom.io")
+    threads[sent] = 1778000000000000042
+    gmail_cycle(world, threads, T0 + timedelta(hours=2))
+
+    second = world.deliver(
+        sender,
+        subject,
+        "Hi Alex,\n\nThank you for applying for the Product Designer role at Brightloom. "
+        "Unfortunately we will not be progressing your application.\n\n"
+        "The Brightloom Talent Team\n",
+        T0 + timedelta(days=5),
+    )
+    threads[second] = 1778000000000000042
+    gmail_cycle(world, threads, T0 + timedelta(days=5, minutes=5))
+    rows = sorted(world.status(), key=lambda row: int(row["id"]))
+    assert [row["state"] for row in rows] == ["requested", "needs_contact"]
+    assert [row["role"] for row in rows] == ["Data Engineer", "Product Designer"]

@@ -131,6 +131,11 @@ def test_unparsable(raw: bytes, reason: str) -> None:
         ),
         # Raw 8-bit bytes in a header.
         (b"From: J\xf6rg <j@x.de>\nMessage-ID: <e@x>\nSubject: Gr\xfc\xdfe\n\nhi\n", "<e@x>"),
+        # An encoded-word whose charset name is not a charset name.
+        (
+            b"From: =?x\xdd?q?abc?= <a@b.c>\nSubject: =?x\xdd?q?a?=\nMessage-ID: <cs@x>\n\nhi\n",
+            "<cs@x>",
+        ),
     ],
 )
 def test_broken_mail_still_parses(raw: bytes, check: str) -> None:
@@ -196,10 +201,17 @@ NESTED = (
 )
 
 
+RAW_UTF8 = (
+    "From: Jürgen Müller <j.mueller@acme.example>\r\nSubject: Ihre Bewerbung: Rückmeldung\r\n"
+    "Message-ID: <first@acme.example>\r\nMessage-ID: <second@acme.example>\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nLeider nein.\r\n"
+).encode()
+
+
 @pytest.mark.parametrize(
     "raw",
-    [PLAIN, HTML_ONLY, INJECTION, MULTIPART, ATTACHED, NESTED],
-    ids=["plain", "html-only", "injection", "multipart", "attachment", "nested-base64"],
+    [PLAIN, HTML_ONLY, INJECTION, MULTIPART, NESTED, RAW_UTF8],
+    ids=["plain", "html-only", "injection", "multipart", "nested-base64", "raw-utf8-duplicates"],
 )
 def test_quick_reading_agrees_with_the_full_parse(raw: bytes) -> None:
     """Triage decides on `parse_quick`; what it reads must be what the full parse reads."""
@@ -211,6 +223,7 @@ def test_quick_reading_agrees_with_the_full_parse(raw: bytes) -> None:
     assert quick.headers == full.headers
     assert " ".join(quick.text.split()) == " ".join(full.text.split())
     assert "\r" not in quick.subject and "\n" not in quick.subject
+    assert quick.message_id == header_message_id(raw)
 
 
 @pytest.mark.parametrize(
@@ -222,8 +235,28 @@ def test_quick_reading_agrees_with_the_full_parse(raw: bytes) -> None:
         b"From: a@b.c\nMessage-ID: <s@x>\nContent-Type: text/html\n\n<style>"
         + b"p{}" * 30_000
         + b"</style><p>We regret to inform you</p>",
+        # Parts the quick walk does not read: a named text part, a forwarded message, an RFC
+        # 2231 boundary, nesting deeper than it goes.
+        ATTACHED,
+        b"From: a@b.c\nMessage-ID: <f@x>\nContent-Type: multipart/mixed; boundary=z\n\n--z\n"
+        b"Content-Type: message/rfc822\n\nFrom: hr@x\nSubject: Absage\n\nLeider nein.\n--z--\n",
+        b"From: a@b.c\nMessage-ID: <g@x>\nContent-Type: multipart/alternative; boundary*=''b1"
+        b"\n\n--b1\nContent-Type: text/plain\n\nWe regret to inform you.\n--b1--\n",
+        b"From: a@b.c\nMessage-ID: <h@x>\n"
+        + b"".join(
+            b"Content-Type: multipart/mixed; boundary=d%d\n\n--d%d\n" % (n, n) for n in range(8)
+        )
+        + b"Content-Type: text/plain\n\ndeep\n",
     ],
-    ids=["empty", "no-headers", "style-block"],
+    ids=[
+        "empty",
+        "no-headers",
+        "style-block",
+        "named-text-part",
+        "forwarded-message",
+        "rfc2231-boundary",
+        "too-deep",
+    ],
 )
 def test_quick_reading_declines_what_it_cannot_judge(raw: bytes) -> None:
     assert parse_quick(raw) is None
