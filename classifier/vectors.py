@@ -68,12 +68,21 @@ def _weigh(counts: sp.csr_matrix, idf: np.ndarray[Any, Any]) -> sp.csr_matrix:
     return normalize(counts, copy=False)
 
 
-class WordGrams(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """TfidfVectorizer(ngram_range=(1, 2), preprocessor=fold, sublinear_tf=True)."""
+class _Fitted(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """What both share: the settings passed to the TfidfVectorizer (`tfidf_`) they fit."""
+
+    tfidf_: TfidfVectorizer
 
     def __init__(self, min_df: int = 1, max_features: int | None = None) -> None:
         self.min_df = min_df
         self.max_features = max_features
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray[Any, Any]:
+        return np.asarray(self.tfidf_.get_feature_names_out(), dtype=object)
+
+
+class WordGrams(_Fitted):
+    """TfidfVectorizer(ngram_range=(1, 2), preprocessor=fold, sublinear_tf=True)."""
 
     def fit(self, documents: Iterable[str], y: Any = None) -> WordGrams:
         self.tfidf_ = TfidfVectorizer(
@@ -137,16 +146,9 @@ class WordGrams(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         )
         return _weigh(counts, self.tfidf_.idf_)
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray[Any, Any]:
-        return np.asarray(self.tfidf_.get_feature_names_out(), dtype=object)
 
-
-class CharGrams(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class CharGrams(_Fitted):
     """TfidfVectorizer(analyzer=text_grams, sublinear_tf=True)."""
-
-    def __init__(self, min_df: int = 1, max_features: int | None = None) -> None:
-        self.min_df = min_df
-        self.max_features = max_features
 
     def fit(self, documents: Iterable[str], y: Any = None) -> CharGrams:
         self._cache().clear()  # ids of a previous vocabulary
@@ -192,9 +194,6 @@ class CharGrams(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         np.cumsum([len(ids) for ids in rows], out=indptr[1:])
         ids = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
         return sp.csr_matrix((np.ones(len(ids)), ids, indptr), shape=(len(rows), len(vocabulary)))
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray[Any, Any]:
-        return np.asarray(self.tfidf_.get_feature_names_out(), dtype=object)
 
     def _cache(self) -> dict[str, np.ndarray[Any, Any]]:
         cache: dict[str, np.ndarray[Any, Any]] | None = self.__dict__.get("_words")

@@ -62,34 +62,8 @@ def parse_message(raw: bytes, *, truncated: bool = False) -> Message:
     known = ("from", "subject", "date", "message-id", "to")
     if not any(name in lowered for name in known):
         raise MessageParseError("no From, Subject, Date, Message-ID or To header")
-
-    message_id_list = message_ids(_header_text(lowered.get("message-id")))
-    message_id = message_id_list[0] if message_id_list else synthetic_message_id(raw)
-    if text_plain:
-        text = "\n\n".join(text_plain)
-    elif text_html:
-        text = html_to_text("\n".join(text_html))
-    else:
-        text = ""
-    kept = {
-        name: one_line(_header_text(value))
-        for name, value in lowered.items()
-        if name in _KEPT_HEADERS or name.startswith(_KEPT_PREFIXES)
-    }
-    from_list = _addresses(raw_headers.get("from", ""))
-    return Message(
-        message_id=message_id,
-        subject=one_line(_header_text(lowered.get("subject")))[:MAX_HEADER_CHARS],
-        from_=from_list[0] if from_list else None,
-        reply_to=_addresses(raw_headers.get("reply-to", "")),
-        to=_addresses(raw_headers.get("to", "")),
-        date=_date(_header_text(lowered.get("date"))),
-        in_reply_to=message_ids(_header_text(lowered.get("in-reply-to"))),
-        references=message_ids(_header_text(lowered.get("references"))),
-        text=text[:MAX_TEXT_CHARS],
-        headers=kept,
-        truncated=truncated,
-    )
+    decoded = {name: _header_text(value) for name, value in lowered.items()}
+    return _record(raw, decoded, raw_headers, _text(text_plain, text_html), truncated)
 
 
 # The bytes `parse_quick` reads: headers plus the start of the body, enough for the 12,000
@@ -128,24 +102,39 @@ def parse_quick(raw: bytes, *, truncated: bool = False) -> Message | None:
     }
     if not any(name in decoded for name in ("from", "subject", "date", "message-id", "to")):
         return None
-    text = "\n\n".join(plain) if plain else html_to_text("\n".join(html)) if html else ""
+    text = _text(plain, html)
     if len(raw) > QUICK_PREFIX and len(text.strip()) < _QUICK_MIN_TEXT:
         return None  # e.g. a large style block before the words: only a full parse can tell
-    found = message_ids(decoded.get("message-id", ""))
+    return _record(raw, decoded, raw_headers, text, truncated)
+
+
+def _text(plain: list[str], html: list[str]) -> str:
+    """The text/plain parts, or else the HTML ones as text."""
+    if plain:
+        return "\n\n".join(plain)
+    return html_to_text("\n".join(html)) if html else ""
+
+
+def _record(
+    raw: bytes, headers: dict[str, str], raw_headers: dict[str, str], text: str, truncated: bool
+) -> Message:
+    """The Message from decoded header values and the raw ones (for addresses), by lower-cased
+    name, and the text: the same for the full parse and the quick reading."""
+    found = message_ids(headers.get("message-id", ""))
     from_list = _addresses(raw_headers.get("from", ""))
     return Message(
         message_id=found[0] if found else synthetic_message_id(raw),
-        subject=one_line(decoded.get("subject", ""))[:MAX_HEADER_CHARS],
+        subject=one_line(headers.get("subject", ""))[:MAX_HEADER_CHARS],
         from_=from_list[0] if from_list else None,
         reply_to=_addresses(raw_headers.get("reply-to", "")),
         to=_addresses(raw_headers.get("to", "")),
-        date=_date(decoded.get("date", "")),
-        in_reply_to=message_ids(decoded.get("in-reply-to", "")),
-        references=message_ids(decoded.get("references", "")),
+        date=_date(headers.get("date", "")),
+        in_reply_to=message_ids(headers.get("in-reply-to", "")),
+        references=message_ids(headers.get("references", "")),
         text=text[:MAX_TEXT_CHARS],
         headers={
             name: one_line(value)
-            for name, value in decoded.items()
+            for name, value in headers.items()
             if name in _KEPT_HEADERS or name.startswith(_KEPT_PREFIXES)
         },
         truncated=truncated,

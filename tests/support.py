@@ -10,6 +10,17 @@ from pathlib import Path
 
 from nextround.daemon.cli import main
 
+# A plain interview-stage rejection from a person: (From, Subject, body).
+INTERVIEW_REJECTION = (
+    "Priya Raman <priya.raman@brightloom.io>",
+    "Your application for Senior Data Engineer",
+    "Hi Alex,\n\nThank you for taking the time to interview with our team last week for the "
+    "Senior Data Engineer role at Brightloom. We enjoyed the conversations, but after careful "
+    "consideration we have decided to move forward with another candidate whose experience "
+    "more closely matches what we need right now.\n\nWe appreciate your interest in Brightloom "
+    "and wish you the best in your search.\n\nBest,\nPriya Raman\nTalent Partner, Brightloom\n",
+)
+
 
 @dataclass
 class CliResult:

@@ -69,6 +69,7 @@ from hostile.corpus import (
 )
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import INTERVIEW_REJECTION
 
 from nextround.classifier.extract import extract_company, extract_role
 from nextround.classifier.message import Address, Message
@@ -281,11 +282,17 @@ def field_problems(message: Message) -> list[Problem]:
     if len(message.text) > MAX_TEXT_CHARS:
         problems.append(Problem(f"text has {len(message.text)} chars > {MAX_TEXT_CHARS}"))
     for label, value in header_fields(message):
-        found = [name for char, name in FORBIDDEN_IN_FIELDS.items() if char in value]
-        if found:
-            bug = "controls-survive" if found == ["NUL"] else None
-            problems.append(Problem(f"{label} contains {', '.join(found)}: {value[:80]!r}", bug))
+        problems += forbidden_in(value, f"{label} contains")
     return problems
+
+
+def forbidden_in(value: str, where: str) -> list[Problem]:
+    """A problem when `value` holds a character no header may carry (NUL is a known bug)."""
+    found = [name for char, name in FORBIDDEN_IN_FIELDS.items() if char in value]
+    if not found:
+        return []
+    bug = "controls-survive" if found == ["NUL"] else None
+    return [Problem(f"{where} {', '.join(found)}: {value[:80]!r}", bug)]
 
 
 def engine_like_draft(message: Message) -> tuple[DraftSpec, bytes]:
@@ -370,10 +377,7 @@ def draft_header_problems(raw: bytes, *, has_to: bool) -> list[Problem]:
         if counts[name] != count:
             problems.append(Problem(f"header {name!r} appears {counts[name]} times, not {count}"))
     for name, value in decoded_headers(raw):
-        found = [label for char, label in FORBIDDEN_IN_FIELDS.items() if char in value]
-        if found:
-            bug = "controls-survive" if found == ["NUL"] else None
-            problems.append(Problem(f"{name} decodes to {', '.join(found)}: {value!r:.80}", bug))
+        problems += forbidden_in(value, f"{name} decodes to")
     return problems
 
 
@@ -831,19 +835,10 @@ PIPELINE_CASES = (
     "b-word-crlf-display-name",
     "no-headers-only-body",
 )
-NORMAL_REJECTION = (
-    "Priya Raman <priya.raman@brightloom.io>",
-    "Your application for Senior Data Engineer",
-    "Hi Alex,\n\nThank you for taking the time to interview with our team last week for the "
-    "Senior Data Engineer role at Brightloom. We enjoyed the conversations, but after careful "
-    "consideration we have decided to move forward with another candidate whose experience "
-    "more closely matches what we need right now.\n\nWe appreciate your interest in Brightloom "
-    "and wish you the best in your search.\n\nBest,\nPriya Raman\nTalent Partner, Brightloom\n",
-)
 
 
 def normal_rejection(user: MailUser, name: str = "normal-rejection") -> EmailMessage:
-    sender, subject, body = NORMAL_REJECTION
+    sender, subject, body = INTERVIEW_REJECTION
     message = EmailMessage()
     message["From"] = sender
     message["To"] = f"Alex Doe <{user.username}>"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from dovecot import MailUser
 from mailclient import MailClient, SmtpServer
-from support import ConfigWriter, run_cli
+from support import INTERVIEW_REJECTION, ConfigWriter, run_cli
 
 from nextround.daemon.commands import model_settings
 from nextround.daemon.config import load_config
@@ -56,17 +56,6 @@ def mail(
         message[name.replace("_", "-")] = value
     message.set_content(body)
     return message.as_bytes(), message_id
-
-
-INTERVIEW_REJECTION = (
-    "Priya Raman <priya.raman@brightloom.io>",
-    "Your application for Senior Data Engineer",
-    "Hi Alex,\n\nThank you for taking the time to interview with our team last week for the "
-    "Senior Data Engineer role at Brightloom. We enjoyed the conversations, but after careful "
-    "consideration we have decided to move forward with another candidate whose experience "
-    "more closely matches what we need right now.\n\nWe appreciate your interest in Brightloom "
-    "and wish you the best in your search.\n\nBest,\nPriya Raman\nTalent Partner, Brightloom\n",
-)
 
 
 @pytest.fixture(scope="module")
