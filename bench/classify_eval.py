@@ -30,8 +30,9 @@ from typing import Any
 
 from nextround.classifier.analyse import analyse
 from nextround.classifier.corpus import Example, load_corpus
+from nextround.classifier.inference import RejectionModel
 from nextround.classifier.message import Address, Message, one_line
-from nextround.classifier.model import RejectionModel, train
+from nextround.classifier.model import train
 from nextround.classifier.persist import load_model, save_model
 from nextround.classifier.verdict import company_key
 from nextround.daemon.config import DEFAULT_THRESHOLD

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from dovecot import Dovecot, MailUser, find_dovecot_binary  # noqa: E402
 from tcpproxy import TcpProxy  # noqa: E402
 
-from nextround.classifier.model import RejectionModel  # noqa: E402
+from nextround.classifier.inference import RejectionModel  # noqa: E402
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, load_config  # noqa: E402
 from nextround.daemon.engine import Engine  # noqa: E402
 from nextround.daemon.imap import ImapMailbox  # noqa: E402

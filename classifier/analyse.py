@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from nextround.classifier.extract import choose_reply_to, extract_company, extract_role
+from nextround.classifier.inference import Prediction, RejectionModel
 from nextround.classifier.message import Address, Message
-from nextround.classifier.model import Prediction, RejectionModel
 from nextround.classifier.verdict import Analysis
 
 # Given a company name, the people who wrote about it before (most recent first).

@@ -254,8 +254,9 @@ _SOURCE_WEIGHTS = {
 _WORD = re.compile(r"\S+")
 _DASHES = "-\u2013\u2014"
 _QUOTES = "\"'\u2018\u2019\u201c\u201d\u00ab\u00bb"
-# Characters read: where any real mail names company and role. Longer is hostile input.
-_HEAD, _SUBJECT_LIMIT, _NAME_LIMIT, _EMAIL_LIMIT = 20_000, 1_000, 200, 320
+# Characters read: where any real mail names company and role (a rejection and its signature
+# fit many times over; further down is quoted history). Reading more costs, line by line.
+_HEAD, _SUBJECT_LIMIT, _NAME_LIMIT, _EMAIL_LIMIT = 6_000, 1_000, 200, 320
 _SPAN = 120
 
 

@@ -20,7 +20,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from nextround.classifier.model import MODEL_VERSION, RejectionModel
+from nextround.classifier.inference import MODEL_VERSION, RejectionModel
 
 MAGIC = b"NEXTROUND-MODEL 1\n"
 KEY_BYTES = 32
@@ -57,10 +57,7 @@ def _signature(key: bytes, header: bytes, payload: bytes) -> str:
 
 def save_model(model: RejectionModel, path: Path, fingerprint: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    payload = pickle.dumps(
-        {"label": model.label, "stage": model.stage, "no_feedback": model.no_feedback},
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
+    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     header = json.dumps(
         {"version": MODEL_VERSION, "fingerprint": fingerprint, "size": len(payload)},
         sort_keys=True,
@@ -92,10 +89,12 @@ def load_model(path: Path, fingerprint: str | None = None) -> RejectionModel:
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
         raise ModelFileError(f"{path}: trained on other data")
     # Safe: the HMAC above proves this process's installation wrote these bytes.
-    parts = pickle.loads(payload)  # noqa: S301
+    model = pickle.loads(payload)  # noqa: S301
     del payload, data
     _release_free_memory()
-    return RejectionModel(parts["label"], parts["stage"], parts["no_feedback"])
+    if not isinstance(model, RejectionModel):
+        raise ModelFileError(f"{path}: not a nextround model")
+    return model
 
 
 def _release_free_memory() -> None:

@@ -1,13 +1,15 @@
-"""TF-IDF vectorisers for the classifier that do their counting in numpy.
+"""TF-IDF vectors for the classifier, counted in numpy, with no scikit-learn at run time.
 
 `TfidfVectorizer` cuts every document into n-grams and looks each one up in its vocabulary
-in Python: most of the classifier's time. These two are fitted *with* a TfidfVectorizer (the
-vocabulary and idf are its own) and give the same numbers, a unit test holds them to that,
-but count differently:
-- `WordGrams` (words and word pairs) maps each word to an integer once and finds the pairs
+in Python: most of the classifier's time. Training fits TfidfVectorizers (classifier/model.py);
+these indexes are built from their vocabularies and idf and give the same numbers (a unit
+test holds them to that), but count differently:
+- `WordIndex` (words and word pairs) maps each word to an integer once and finds the pairs
   as integer keys with one sorted search over the whole batch;
-- `CharGrams` (character n-grams within words) keeps each word's n-gram ids, counts words per
-  document, and lets one sparse product (documents x words) @ (words x n-grams) count them.
+- `GramIndex` (character n-grams within words) keeps each word's n-gram ids, counts words per
+  document, and lets one sparse product (documents x words) @ (words x n-grams) count them;
+- `TokenIndex` (the sender's tokens) counts whitespace-separated tokens, as they are.
+The daemon loads only these: importing scikit-learn alone would cost it 60 MB of memory.
 """
 
 from __future__ import annotations
@@ -15,19 +17,19 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
 
-# Words whose n-gram ids `CharGrams` keeps between calls; cleared when full, so memory stays
+# Words whose n-gram ids `GramIndex` keeps between calls; cleared when full, so memory stays
 # bounded (about 6 MB at the limit).
 CACHE_WORDS = 20_000
 _WORD = re.compile(r"\w+")
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's default token_pattern
+# TfidfVectorizer's default token_pattern, r"(?u)\b\w\w+\b", without the word boundaries:
+# \w\w+ is greedy, so every match starts and ends at one anyway, and it is found faster.
+_TOKEN = re.compile(r"\w\w+")
 
 # Precomposed accented Latin letters to their base letters (é -> e, Ł stays Ł): what
 # TfidfVectorizer's strip_accents="unicode" does for them, as one table lookup per character;
@@ -53,52 +55,35 @@ def word_grams(word: str, low: int = 3, high: int = 5) -> list[str]:
 
 
 def text_grams(text: str) -> list[str]:
-    """All n-grams of a text's words: the analyzer `CharGrams` is fitted with."""
+    """All n-grams of a text's words: the analyzer `GramIndex`'s vocabulary is fitted with."""
     return [gram for word in _WORD.findall(text.lower()) for gram in word_grams(word)]
 
 
-def _weigh(counts: sp.csr_matrix, idf: np.ndarray[Any, Any]) -> sp.csr_matrix:
-    """What TfidfVectorizer(sublinear_tf=True) does to counts: 1 + log(tf), times idf,
-    l2-normalised rows."""
+def weigh(
+    counts: sp.csr_matrix, idf: np.ndarray[Any, Any] | None, *, sublinear: bool = True
+) -> sp.csr_matrix:
+    """What TfidfVectorizer does to counts: 1 + log(tf) (sublinear_tf), times idf (use_idf),
+    l2-normalised rows: its `normalize`, without the input checks that cost more than it."""
     counts.sum_duplicates()
     counts.sort_indices()
-    np.log(counts.data, out=counts.data)
-    counts.data += 1
-    counts.data *= idf[counts.indices]
-    return normalize(counts, copy=False)
+    if sublinear:
+        np.log(counts.data, out=counts.data)
+        counts.data += 1
+    if idf is not None:
+        counts.data *= idf[counts.indices]
+    lengths = np.diff(counts.indptr)
+    rows = np.repeat(np.arange(counts.shape[0]), lengths)
+    norms = np.sqrt(np.bincount(rows, weights=counts.data**2, minlength=counts.shape[0]))
+    norms[norms == 0] = 1.0
+    counts.data /= np.repeat(norms, lengths)
+    return counts
 
 
-class _Fitted(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """What both share: the settings passed to the TfidfVectorizer (`tfidf_`) they fit."""
+class WordIndex:
+    """TfidfVectorizer(ngram_range=(1, 2), preprocessor=fold, sublinear_tf=True)'s transform,
+    from its vocabulary and idf."""
 
-    tfidf_: TfidfVectorizer
-
-    def __init__(self, min_df: int = 1, max_features: int | None = None) -> None:
-        self.min_df = min_df
-        self.max_features = max_features
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray[Any, Any]:
-        return np.asarray(self.tfidf_.get_feature_names_out(), dtype=object)
-
-
-class WordGrams(_Fitted):
-    """TfidfVectorizer(ngram_range=(1, 2), preprocessor=fold, sublinear_tf=True)."""
-
-    def fit(self, documents: Iterable[str], y: Any = None) -> WordGrams:
-        self.tfidf_ = TfidfVectorizer(
-            ngram_range=(1, 2),
-            preprocessor=fold,
-            min_df=self.min_df,
-            max_features=self.max_features,
-            sublinear_tf=True,
-        ).fit(documents)
-        self._index()
-        return self
-
-    def _index(self) -> None:
-        """Integer ids for every word the vocabulary mentions, the column of each single
-        word, and the sorted integer keys (first * words + second) of the word pairs."""
-        vocabulary: dict[str, int] = self.tfidf_.vocabulary_
+    def __init__(self, vocabulary: dict[str, int], idf: np.ndarray[Any, Any]) -> None:
         words: dict[str, int] = {}
         for term in vocabulary:
             for word in term.split(" "):
@@ -113,52 +98,64 @@ class WordGrams(_Fitted):
             else:
                 single[words[first]] = column
         order = np.argsort(keys)
-        self.words_ = words
-        self.single_ = single
-        self.pair_keys_ = np.asarray(keys, dtype=np.int64)[order]
-        self.pair_columns_ = np.asarray(columns, dtype=np.int64)[order]
+        self.words = words
+        self.single = single
+        self.pair_keys = np.asarray(keys, dtype=np.int64)[order]
+        self.pair_columns = np.asarray(columns, dtype=np.int64)[order]
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.width = len(vocabulary)
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
-        words = self.words_
+        words = self.words
         ids: list[int] = []
         lengths: list[int] = []
         for document in documents:
             tokens = _TOKEN.findall(fold(document))
-            ids.extend([words.get(token, -1) for token in tokens])
+            ids.extend(map(words.get, tokens, repeat(-1)))
             lengths.append(len(tokens))
         word = np.asarray(ids, dtype=np.int64)
         row = np.repeat(np.arange(len(lengths)), lengths)
         known = word >= 0
         single = np.full(len(word), -1, dtype=np.int64)
-        single[known] = self.single_[word[known]]
+        single[known] = self.single[word[known]]
         rows, columns = [row[single >= 0]], [single[single >= 0]]
-        if len(word) > 1 and len(self.pair_keys_):
+        if len(word) > 1 and len(self.pair_keys):
             pair = known[:-1] & known[1:] & (row[:-1] == row[1:])
             keys = word[:-1][pair] * len(words) + word[1:][pair]
-            at = np.minimum(np.searchsorted(self.pair_keys_, keys), len(self.pair_keys_) - 1)
-            found = self.pair_keys_[at] == keys
+            at = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
+            found = self.pair_keys[at] == keys
             rows.append(row[:-1][pair][found])
-            columns.append(self.pair_columns_[at[found]])
+            columns.append(self.pair_columns[at[found]])
         row_ids, column_ids = np.concatenate(rows), np.concatenate(columns)
         counts = sp.csr_matrix(
-            (np.ones(len(row_ids)), (row_ids, column_ids)),
-            shape=(len(lengths), len(self.tfidf_.vocabulary_)),
+            (np.ones(len(row_ids)), (row_ids, column_ids)), shape=(len(lengths), self.width)
         )
-        return _weigh(counts, self.tfidf_.idf_)
+        return weigh(counts, self.idf)
+
+    def names(self) -> list[str]:
+        """The feature name of each column, as the vocabulary writes it."""
+        words = list(self.words)
+        names = [""] * self.width
+        for word, column in zip(words, self.single, strict=True):
+            if column >= 0:
+                names[column] = word
+        for key, column in zip(self.pair_keys, self.pair_columns, strict=True):
+            first, second = divmod(int(key), len(words))
+            names[column] = f"{words[first]} {words[second]}"
+        return names
 
 
-class CharGrams(_Fitted):
-    """TfidfVectorizer(analyzer=text_grams, sublinear_tf=True)."""
+class GramIndex:
+    """TfidfVectorizer(analyzer=text_grams, sublinear_tf=True)'s transform, from its
+    vocabulary and idf."""
 
-    def fit(self, documents: Iterable[str], y: Any = None) -> CharGrams:
-        self._cache().clear()  # ids of a previous vocabulary
-        self.tfidf_ = TfidfVectorizer(
-            analyzer=text_grams,
-            min_df=self.min_df,
-            max_features=self.max_features,
-            sublinear_tf=True,
-        ).fit(documents)
-        return self
+    def __init__(self, vocabulary: dict[str, int], idf: np.ndarray[Any, Any]) -> None:
+        # Plain ints: numpy.int64 values cost 32 bytes each against 28 for small ints shared
+        # by the interpreter, a few MB of the daemon's memory.
+        self.vocabulary = {gram: int(column) for gram, column in vocabulary.items()}
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.width = len(vocabulary)
+        self._words: dict[str, np.ndarray[Any, Any]] = {}
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
         index: dict[str, int] = {}
@@ -173,12 +170,11 @@ class CharGrams(_Fitted):
             (np.ones(len(words)), np.asarray(words, dtype=np.int64), indptr),
             shape=(len(indptr) - 1, len(index)),
         )
-        return _weigh((per_document @ self._grams_of(index)).tocsr(), self.tfidf_.idf_)
+        return weigh((per_document @ self._grams_of(index)).tocsr(), self.idf)
 
     def _grams_of(self, index: dict[str, int]) -> sp.csr_matrix:
         """(words x n-grams): how often each vocabulary n-gram occurs in each word."""
-        cache = self._cache()
-        vocabulary = self.tfidf_.vocabulary_
+        cache, vocabulary = self._words, self.vocabulary
         if len(cache) + len(index) > CACHE_WORDS:
             cache.clear()
         rows = []
@@ -193,16 +189,41 @@ class CharGrams(_Fitted):
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([len(ids) for ids in rows], out=indptr[1:])
         ids = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
-        return sp.csr_matrix((np.ones(len(ids)), ids, indptr), shape=(len(rows), len(vocabulary)))
+        return sp.csr_matrix((np.ones(len(ids)), ids, indptr), shape=(len(rows), self.width))
 
-    def _cache(self) -> dict[str, np.ndarray[Any, Any]]:
-        cache: dict[str, np.ndarray[Any, Any]] | None = self.__dict__.get("_words")
-        if cache is None:
-            cache = self.__dict__["_words"] = {}
-        return cache
+    def names(self) -> list[str]:
+        names = [""] * self.width
+        for gram, column in self.vocabulary.items():
+            names[column] = gram
+        return names
 
     def __getstate__(self) -> dict[str, Any]:
-        # The cache is a runtime aid, never stored with the model.
-        state = dict(self.__dict__)
-        state.pop("_words", None)
-        return state
+        return {**self.__dict__, "_words": {}}  # the cache is a run-time aid, never stored
+
+
+class TokenIndex:
+    """TfidfVectorizer(token_pattern=r"\\S+", lowercase=False, use_idf=False)'s transform:
+    whitespace-separated tokens as they are, counted and l2-normalised."""
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self.vocabulary = {token: int(column) for token, column in vocabulary.items()}
+        self.width = len(vocabulary)
+
+    def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
+        columns: list[int] = []
+        indptr = [0]
+        for document in documents:
+            found = (self.vocabulary.get(token) for token in document.split())
+            columns.extend(column for column in found if column is not None)
+            indptr.append(len(columns))
+        counts = sp.csr_matrix(
+            (np.ones(len(columns)), np.asarray(columns, dtype=np.int64), indptr),
+            shape=(len(indptr) - 1, self.width),
+        )
+        return weigh(counts, None, sublinear=False)
+
+    def names(self) -> list[str]:
+        names = [""] * self.width
+        for token, column in self.vocabulary.items():
+            names[column] = token
+        return names

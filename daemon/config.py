@@ -24,7 +24,7 @@ from nextround.daemon.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.77
+DEFAULT_THRESHOLD = 0.80
 Security = Literal["tls", "starttls", "plain"]
 Auth = Literal["login", "oauth2"]
 

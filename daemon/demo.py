@@ -30,8 +30,8 @@ from nextround.daemon.errors import NextroundError, UsageError
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
+    from nextround.classifier.inference import RejectionModel
     from nextround.classifier.message import Message
-    from nextround.classifier.model import RejectionModel
     from nextround.classifier.verdict import Analysis
     from nextround.daemon.demo_mailbox import DemoImapServer, MailClient, SeedMail
     from nextround.daemon.engine import CycleReport, Engine, Planned

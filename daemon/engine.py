@@ -27,8 +27,8 @@ from nextround.classifier.extract import (
     is_ats_domain,
     is_human_address,
 )
+from nextround.classifier.inference import RejectionModel
 from nextround.classifier.message import Address, Message, message_ids
-from nextround.classifier.model import RejectionModel
 from nextround.classifier.verdict import Analysis, company_key
 from nextround.daemon import applications as apps
 from nextround.daemon import stopping
@@ -205,7 +205,7 @@ class Engine:
             else:
                 analysis, read_fully = self.classify(store, message), True
             store.save_analysis(row_id, analysis)
-            self.remember_people(store, message, now, read_fully)
+            self.remember_people(store, message, now, read_fully, analysis)
             if self.report is not None:
                 self.report.analyses.append((message, analysis))
             self.on_inbox(store, message, analysis, now)
@@ -247,7 +247,12 @@ class Engine:
         return analyse([message], self.model, earlier, [self.identity.email])[0]
 
     def remember_people(
-        self, store: Store, message: Message, now: datetime, read_fully: bool = True
+        self,
+        store: Store,
+        message: Message,
+        now: datetime,
+        read_fully: bool,
+        analysis: Analysis,
     ) -> None:
         """The people who write, with their company: the recruiter who scheduled an interview
         is whom a later no-reply rejection's request goes to. Mail that triage ruled out as
@@ -258,7 +263,11 @@ class Engine:
             for address in (message.from_, *message.reply_to)
             if address and address.email != self.identity.email and is_human_address(address)
         ]
-        extracted = company_key(extract_company(message)) if humans and read_fully else ""
+        extracted = ""
+        if humans and read_fully:
+            # Job mail's analysis has the company already: extraction is not cheap.
+            job_mail = analysis.label in ("rejection", "closed")
+            extracted = company_key(analysis.company if job_mail else extract_company(message))
         for address in humans:
             if read_fully:
                 store.remember_contact(address, extracted, message.message_id, now)

@@ -13,7 +13,6 @@ import re
 from datetime import UTC, datetime
 from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
-from email.message import Message as MimeMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
@@ -81,11 +80,10 @@ def parse_quick(raw: bytes, *, truncated: bool = False) -> Message | None:
     if not raw.strip():
         return None
     try:
-        parsed, body = _split(raw[:QUICK_PREFIX])
-        items = [(name.lower(), _raw_text(value)) for name, value in parsed.raw_items()]
+        items, body = _split(raw[:QUICK_PREFIX])
         plain: list[str] = []
         html: list[str] = []
-        if not _text_parts(parsed, body, plain, html, _QUICK_DEPTH):
+        if not _text_parts(_Head(items), body, plain, html, _QUICK_DEPTH):
             return None  # a part the quick walk does not read: only a full parse can tell
     except Exception:  # noqa: BLE001 - anything odd goes to the full parser, which decides
         return None
@@ -141,24 +139,103 @@ def _record(
     )
 
 
-def _split(raw: bytes) -> tuple[MimeMessage, bytes]:
-    """A part's headers (parsed) and its body (as bytes)."""
+def _split(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """A part's header fields (lower-cased name, value) and its body (as bytes)."""
     match = _HEADER_END.search(raw)
     header, body = (raw[: match.end()], raw[match.end() :]) if match else (raw, b"")
-    return BytesHeaderParser(policy=compat32).parsebytes(header), body
+    items = _fields(header)
+    if items is None:  # something the email package reads its own way: let it
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+        items = [(name.lower(), _raw_text(value)) for name, value in parsed.raw_items()]
+    return items, body
 
 
-def _text_parts(
-    headers: MimeMessage, body: bytes, plain: list[str], html: list[str], depth: int
-) -> bool:
+_FIELD_NAME = re.compile(rb"[!-9;-~]+:")  # RFC 5322: printable ASCII but the colon
+
+
+def _fields(header: bytes) -> list[tuple[str, str]] | None:
+    """The fields of a header block exactly as BytesHeaderParser(policy=compat32) and
+    `_raw_text` read them, several times faster; None for a block with anything but fields
+    and their continuation lines (an mbox From_ line, a line without a name), which the
+    email package treats in ways of its own."""
+    fields: list[tuple[bytes, list[bytes]]] = []
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not fields:
+                return None
+            fields[-1][1].append(line)
+        elif line in (b"\n", b"\r\n", b"\r"):
+            break
+        elif (name := _FIELD_NAME.match(line)) is not None:
+            fields.append((line[: name.end() - 1], [line[name.end() :].lstrip(b" \t")]))
+        else:
+            return None
+    return [
+        (name.decode("ascii").lower(), _text_of(b"".join(lines).rstrip(b"\r\n")))
+        for name, lines in fields
+    ]
+
+
+def _text_of(value: bytes) -> str:
+    """Raw 8-bit header bytes (RFC 6532) as UTF-8, else latin-1: what `_raw_text` gives."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+class _Head:
+    """A part's header fields, read the way `email.message.Message` reads the few the quick
+    walk needs. A parameter list in any but the plain form (RFC 2231 names, backslash
+    escapes, comments, unbalanced quotes) is None: the walk then leaves the message to the
+    full parse."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = items
+
+    def get(self, name: str) -> str | None:
+        return next((value for field, value in self.items if field == name), None)
+
+    def content_type(self) -> tuple[str, dict[str, str] | None]:
+        value = self.get("content-type")
+        if value is None:
+            return "text/plain", {}
+        kind, _, rest = value.partition(";")
+        kind = kind.strip().lower()
+        return (kind if kind.count("/") == 1 else "text/plain"), _params(rest)
+
+
+_PARAM = re.compile(r'\s*([!#$%&\'+\-.0-9A-Z^_`a-z|~]+)\s*=\s*(?:"([^"\\]*)"|([^;"\s]*))\s*(?:;|$)')
+
+
+def _params(text: str) -> dict[str, str] | None:
+    """`name=value; name="value"` as email.message's get_param reads them (names lower-cased,
+    the first of a name wins); None when the list is in any other form."""
+    params: dict[str, str] = {}
+    position, end = 0, len(text.rstrip())
+    while position < end:
+        match = _PARAM.match(text, position)
+        if match is None or match.end() == position:
+            return None
+        name, quoted, token = match.groups()
+        if "*" in name:
+            return None  # RFC 2231
+        params.setdefault(name.lower(), quoted if quoted is not None else token)
+        position = match.end()
+    return params
+
+
+def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], depth: int) -> bool:
     """The text/plain and text/html parts, decoded, in order: a MIME walk that reads only
     the part headers, not every line of every part as the email package's parser does.
     False when it met something it does not read (a forwarded message, a named text part,
-    a boundary in RFC 2231 form, too deep, too many parts)."""
-    kind = headers.get_content_type()
+    a parameter list in an unusual form, too deep, too many parts)."""
+    kind, params = headers.content_type()
+    if params is None:
+        return False
     if kind.startswith("multipart/"):
-        boundary = headers.get_param("boundary")
-        if not isinstance(boundary, str) or not boundary or depth <= 0:
+        boundary = params.get("boundary")
+        if not boundary or depth <= 0:
             return False
         delimiter = b"\n--" + boundary.encode("latin-1", "replace")
         chunks = (b"\n" + body).split(delimiter, _QUICK_PARTS)
@@ -167,23 +244,31 @@ def _text_parts(
                 return True  # the closing delimiter
             if len(chunks) > _QUICK_PARTS and chunk is chunks[-1]:
                 return False  # more parts than the quick walk reads
-            part, part_body = _split(chunk.split(b"\n", 1)[1] if b"\n" in chunk else b"")
-            if not _text_parts(part, part_body, plain, html, depth - 1):
+            items, part_body = _split(chunk.split(b"\n", 1)[1] if b"\n" in chunk else b"")
+            if not _text_parts(_Head(items), part_body, plain, html, depth - 1):
                 return False
         return True
     if kind.startswith("message/"):
         return False
     if kind not in ("text/plain", "text/html"):
         return True  # an attachment: not text
-    if headers.get_filename() or "attachment" in str(headers.get("content-disposition", "")):
+    disposition = headers.get("content-disposition")
+    if params.get("name") or (disposition is not None and _is_file(disposition)):
         return False  # a text file: mail-parser's choice whether it is the body
-    payload = _decoded(body, str(headers.get("content-transfer-encoding", "")))
+    payload = _decoded(body, headers.get("content-transfer-encoding") or "")
+    charset = params.get("charset", "").lower()
     try:
-        text = payload.decode(headers.get_content_charset() or "utf-8", "replace")
+        text = payload.decode(charset if charset.isascii() and charset else "utf-8", "replace")
     except LookupError:  # an unknown charset
         text = payload.decode("utf-8", "replace")
     (plain if kind == "text/plain" else html).append(text)
     return True
+
+
+def _is_file(disposition: str) -> bool:
+    """Content-Disposition: an attachment, or anything with a file name (or unreadable)."""
+    params = _params(disposition.partition(";")[2])
+    return params is None or bool(params.get("filename")) or "attachment" in disposition
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
@@ -231,6 +316,16 @@ def _raw_text(value: object) -> str:
         return raw.decode("latin-1")
 
 
+_ADDR_SPEC = (
+    r'[^\s"(),.:;<>@\[\\\]]+(?:\.[^\s"(),.:;<>@\[\\\]]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*'
+)
+# `addr@example.com`, `<addr@example.com>`, `Name <addr@...>` or `"Name" <addr@...>` with
+# nothing in the name that getaddresses reads specially: what it gives, computed directly.
+_SIMPLE_ADDRESS = re.compile(
+    rf'\s*(?:(?:"([^"\\\r\n]*)"|([^"(),.:;<>@\[\\\]\r\n]*))\s*<({_ADDR_SPEC})>|({_ADDR_SPEC}))\s*'
+)
+
+
 def _addresses(value: str) -> tuple[Address, ...]:
     """Addresses from the raw header. Each encoded-word becomes a quoted string first, so
     what it decodes to (CR/LF, commas, colons, @) can neither forge nor hide an address."""
@@ -239,8 +334,16 @@ def _addresses(value: str) -> tuple[Address, ...]:
         text = one_line(_decode_words(match.group(0))).replace("\\", "").replace('"', "'")
         return f'"{text}"'
 
+    value = value[:100_000]
+    simple = _SIMPLE_ADDRESS.fullmatch(value) if "=?" not in value else None
+    if simple is not None:  # one plain address, as most are: getaddresses is slow
+        quoted_name, phrase, bracketed, bare = simple.groups()
+        name = quoted_name if quoted_name is not None else " ".join((phrase or "").split())
+        pairs = [(name, bracketed or bare)]
+    else:
+        pairs = getaddresses([_ENCODED_WORD.sub(quoted, value)])
     result = []
-    for name, email in getaddresses([_ENCODED_WORD.sub(quoted, value[:100_000])]):
+    for name, email in pairs:
         email = one_line(email).strip("<>").lower()
         if "@" not in email or " " in email or len(email) > 320:
             continue

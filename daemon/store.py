@@ -142,6 +142,22 @@ class Store:
         with storage_errors("committing"):
             self.connection.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """Inside a transaction: what the block writes is undone if it raises, and the
+        transaction goes on without it."""
+        with storage_errors("starting a savepoint"):
+            self.connection.execute("SAVEPOINT unit")
+        try:
+            yield self.connection
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.connection.execute("ROLLBACK TO unit")
+                self.connection.execute("RELEASE unit")
+            raise
+        with storage_errors("releasing a savepoint"):
+            self.connection.execute("RELEASE unit")
+
     def _one(self, sql: str, *args: Any) -> Any:
         with storage_errors("reading"):
             return self.connection.execute(sql, args).fetchone()

@@ -3,19 +3,23 @@
 The model lives in the state directory. It is retrained when its inputs change: the shipped
 corpus, the user's examples (corrections from `nextround label` in `<state>/examples/` and
 `[classifier] extra_examples`), the model code's version, or scikit-learn's version.
+Training needs scikit-learn; predicting does not. `get_model` trains in a child process, so a
+long-running daemon never carries scikit-learn's 60 MB or what training leaves behind.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import logging
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import sklearn
-
 from nextround.classifier.corpus import LABELS, Example, corpus_files, fingerprint, load_corpus
-from nextround.classifier.model import MODEL_VERSION, RejectionModel, train
+from nextround.classifier.inference import MODEL_VERSION, RejectionModel
 from nextround.classifier.persist import ModelFileError, load_model, save_model
 from nextround.daemon.errors import ClassifierError, MessageParseError
 from nextround.daemon.parse import parse_message
@@ -69,7 +73,7 @@ def current_fingerprint(settings: ModelSettings) -> str:
     return fingerprint(
         [*corpus_files(), *_eml_files(settings)],
         MODEL_VERSION,
-        sklearn.__version__,
+        importlib.metadata.version("scikit-learn"),
         # Where an example sits decides its label.
         *(str(path.parent.name) for path in _eml_files(settings)),
     )
@@ -88,11 +92,11 @@ def user_examples(settings: ModelSettings) -> tuple[list[Example], list[str]]:
 
 
 def train_and_save(settings: ModelSettings) -> tuple[RejectionModel, TrainReport]:
+    from nextround.classifier.model import train  # scikit-learn: only where it trains
+
     started = time.perf_counter()
     corpus = load_corpus()
-    extra, skipped = user_examples(settings)
-    for problem in skipped:
-        logger.warning("skipping example %s", problem)
+    extra, skipped = user_examples(settings)  # the caller reports what was skipped
     examples = corpus + extra
     stamp = current_fingerprint(settings)
     try:
@@ -124,11 +128,63 @@ def get_model(settings: ModelSettings) -> RejectionModel:
             logger.info("retraining the classifier: %s", error)
     else:
         logger.info("training the classifier (first use)")
-    model, report = train_and_save(settings)
+    report = _train_in_child(settings)
+    for problem in report.skipped:
+        logger.warning("skipped example %s", problem)
     logger.info(
         "trained on %d examples in %.1f s; saved to %s",
         report.examples,
         report.seconds,
         report.path,
     )
+    try:
+        model = load_model(settings.model_path, report.fingerprint)
+    except ModelFileError as error:
+        raise ClassifierError(f"the model just trained does not load: {error}") from None
+    model.threshold = settings.threshold
     return model
+
+
+def _train_in_child(settings: ModelSettings) -> TrainReport:
+    """`train_and_save` in a fresh interpreter (this module run as a program), which exits
+    when done: nothing of scikit-learn stays behind, not even a helper process."""
+    request = {
+        "state_dir": str(settings.state_dir),
+        "threshold": settings.threshold,
+        "extra_examples": None if settings.extra_examples is None else str(settings.extra_examples),
+    }
+    try:
+        # Our own interpreter and module, no shell.
+        done = subprocess.run(
+            [sys.executable, "-m", __name__, json.dumps(request)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as error:
+        raise ClassifierError(f"training failed: cannot start it: {error}") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ClassifierError(f"training failed: {reason}")
+    report = json.loads(done.stdout)
+    return TrainReport(**{**report, "path": Path(report["path"])})
+
+
+def _main(argv: list[str]) -> int:
+    request = json.loads(argv[0])
+    settings = ModelSettings(
+        state_dir=Path(request["state_dir"]),
+        threshold=float(request["threshold"]),
+        extra_examples=Path(request["extra_examples"]) if request["extra_examples"] else None,
+    )
+    try:
+        _, report = train_and_save(settings)
+    except ClassifierError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(json.dumps({**asdict(report), "path": str(report.path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -17,7 +17,7 @@ from nextround.daemon.config import Config, load_config
 from nextround.daemon.errors import StorageError
 from nextround.daemon.session import Session, open_session
 from nextround.daemon.store import Store
-from nextround.daemon.sync import FolderRef, run_cycle
+from nextround.daemon.sync import FolderRef, run_cycle, sync_folder
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -190,6 +190,84 @@ def test_a_crash_mid_cycle_loses_nothing_and_repeats_nothing(
     assert handler.seen == [
         ("inbox", "<msg-2@example.com>"),
         ("inbox", "<msg-3@example.com>"),
+    ]
+    assert recorded(store) == [f"<msg-{n}@example.com>" for n in range(4)]
+
+
+def quick_cycle(config: Config, store: Store, handler: Recorder) -> None:
+    """A cycle whose triage reads every INBOX message quickly: they commit a run at a time."""
+
+    def everything_quick(store: Store, folder: FolderRef, messages: list[Message]) -> list[bool]:
+        return [False] * len(messages)
+
+    session: Session = open_session(config)
+    try:
+        for role in ("sent", "inbox"):
+            sync_folder(
+                session.mailbox, store, session.folders[role], config.sync, NOW, handler,
+                everything_quick,
+            )  # fmt: skip
+    finally:
+        session.close()
+
+
+def test_a_failing_message_in_a_quickly_read_run_is_recorded_as_failed_alone(
+    setup: tuple[Config, Store, MailUser],
+) -> None:
+    config, store, user = setup
+    for number in range(4):
+        user.append("INBOX", mail(number))
+
+    class Failing(Recorder):
+        def __call__(
+            self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
+        ) -> None:
+            store.remember_contact(message.from_, "acme", message.message_id, now)  # type: ignore[arg-type]
+            if message.message_id == "<msg-2@example.com>":
+                raise ValueError("a bug in a handler (injected)")
+            super().__call__(store, folder, message, row_id, now)
+
+    handler = Failing()
+    quick_cycle(config, store, handler)
+    assert [message_id for _, message_id in handler.seen] == [
+        f"<msg-{n}@example.com>" for n in (0, 1, 3)
+    ]
+    statuses = dict(store.connection.execute("SELECT message_id, status FROM messages"))
+    assert statuses == {
+        "<msg-0@example.com>": "parsed",
+        "<msg-1@example.com>": "parsed",
+        "<msg-2@example.com>": "failed",
+        "<msg-3@example.com>": "parsed",
+    }
+    # What the failing handler wrote before it raised was undone with it.
+    contacts = {row[0] for row in store.connection.execute("SELECT email FROM contacts")}
+    assert contacts == {f"person{n}@example.com" for n in (0, 1, 3)}
+    position = store.position("INBOX")
+    assert position is not None and position.last_uid == 4
+
+
+def test_a_crash_in_a_quickly_read_run_commits_none_of_it_and_repeats_nothing(
+    setup: tuple[Config, Store, MailUser],
+) -> None:
+    config, store, user = setup
+    for number in range(4):
+        user.append("INBOX", mail(number))
+
+    class Crash(Recorder):
+        def __call__(
+            self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
+        ) -> None:
+            if message.message_id == "<msg-2@example.com>":
+                raise StorageError("disk full (injected)")
+            super().__call__(store, folder, message, row_id, now)
+
+    with pytest.raises(StorageError):
+        quick_cycle(config, store, Crash())
+    assert recorded(store) == []  # the run is one transaction
+    handler = Recorder()
+    quick_cycle(config, store, handler)
+    assert [message_id for _, message_id in handler.seen] == [
+        f"<msg-{n}@example.com>" for n in range(4)
     ]
     assert recorded(store) == [f"<msg-{n}@example.com>" for n in range(4)]
 

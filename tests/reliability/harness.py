@@ -94,8 +94,8 @@ from support import run_cli
 from tcpproxy import TcpProxy
 
 from nextround.classifier.analyse import analyse
+from nextround.classifier.inference import RejectionModel
 from nextround.classifier.message import message_ids
-from nextround.classifier.model import RejectionModel
 from nextround.classifier.verdict import company_key
 from nextround.daemon import applications as apps_module
 from nextround.daemon import store as store_module

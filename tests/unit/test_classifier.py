@@ -14,7 +14,7 @@ import pytest
 from support import run_cli
 
 from nextround.classifier.analyse import analyse
-from nextround.classifier.model import RejectionModel
+from nextround.classifier.inference import RejectionModel
 from nextround.classifier.persist import load_model
 from nextround.daemon.config import DEFAULT_THRESHOLD
 from nextround.daemon.parse import parse_message

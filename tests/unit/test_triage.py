@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nextround.classifier.corpus import load_corpus
-from nextround.classifier.model import RejectionModel
+from nextround.classifier.inference import RejectionModel
 from nextround.classifier.persist import load_model
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
 from nextround.daemon.engine import Engine

@@ -1,18 +1,26 @@
-"""The numpy vectorisers give exactly the matrices of the TfidfVectorizer they are fitted
-with, on the shipped corpus and on odd text; the model's vectorise equals its
-ColumnTransformer."""
+"""The numpy model computes exactly what the scikit-learn one it was compiled from does: the
+indexes give the matrices of the TfidfVectorizers they were built from (on the shipped corpus
+and on odd text), the model's vectors equal the trained ColumnTransformer's, and its
+probabilities the fitted estimators' predict_proba. A stored model holds no scikit-learn
+object, so the daemon that loads it never imports scikit-learn."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from nextround.classifier.corpus import load_corpus
-from nextround.classifier.model import features, train
-from nextround.classifier.vectors import CharGrams, WordGrams
+from nextround.classifier.inference import RejectionModel, features
+from nextround.classifier.message import Message
+from nextround.classifier.model import CharGrams, WordGrams, compile_model, fit
+from nextround.classifier.persist import save_model
+from nextround.classifier.vectors import TokenIndex
 
 
 def odd_texts(count: int) -> list[str]:
@@ -49,9 +57,60 @@ def test_char_grams_equal_tfidf_cold_and_warm(texts: list[str]) -> None:
     assert isinstance(vectorizer.tfidf_, TfidfVectorizer)
 
 
-def test_model_vectorise_equals_its_column_transformer() -> None:
+def test_token_index_equals_tfidf(texts: list[str]) -> None:
+    tokens = [" ".join(text.split()[:12]) for text in texts]
+    vectorizer = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, use_idf=False)
+    expected = vectorizer.fit_transform(tokens)
+    assert abs(TokenIndex(vectorizer.vocabulary_).transform(tokens) - expected).max() == 0
+
+
+def test_compiled_model_equals_scikit_learn(tmp_path: Path) -> None:
     examples = load_corpus()[::6]
-    model = train(examples)
+    fitted = fit(examples)
+    model = compile_model(fitted)
     messages = [example.message for example in examples[:200]]
-    expected = model.label.named_steps["features"].transform(features(messages))
-    assert np.abs((model.vectorise(messages) - expected).toarray()).max() == 0
+    expected = fitted.label.named_steps["features"].transform(features(messages))
+    vectors = model.vectorise(messages)
+    assert np.abs((vectors - expected).toarray()).max() == 0
+    probabilities = fitted.label.named_steps["model"].predict_proba(expected)
+    assert np.array_equal(model.label.probabilities(vectors), probabilities)
+    for linear, sklearn_model, name in (
+        (model.stage, fitted.stage, "interview"),
+        (model.no_feedback, fitted.no_feedback, "yes"),
+    ):
+        column = list(sklearn_model.classes_).index(name)
+        assert np.array_equal(
+            linear.positive(vectors, name), sklearn_model.predict_proba(expected)[:, column]
+        )
+    # Names for --explain, as the ColumnTransformer gives them.
+    names = fitted.label.named_steps["features"].get_feature_names_out()
+    assert [name for name, _ in model.explain(messages[0], top=10_000)] == [
+        names[column] for column in _by_weight(model, messages[0])
+    ]
+    path = tmp_path / "model.bin"
+    save_model(model, path, "test")
+    assert b"sklearn" not in path.read_bytes()
+    # What the daemon imports, and a stored model loaded and used: no scikit-learn.
+    script = (
+        "import sys; from pathlib import Path\n"
+        "import nextround.daemon.cli, nextround.daemon.service, nextround.daemon.engine\n"
+        "from nextround.classifier.persist import load_model\n"
+        "from nextround.classifier.message import Message\n"
+        f"model = load_model(Path({str(path)!r}))\n"
+        "model.predict([Message(message_id='<m@x>', text='We regret to inform you')])\n"
+        "print(sorted(name for name in sys.modules if name.startswith('sklearn')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def _by_weight(model: RejectionModel, message: Message) -> list[int]:
+    vector = model.vectorise([message])
+    weights = model.label.weights("rejection")
+    pairs = sorted(
+        zip(vector.indices, vector.data * weights[vector.indices], strict=True),
+        key=lambda pair: abs(pair[1]),
+        reverse=True,
+    )
+    return [int(column) for column, _ in pairs]

@@ -1,0 +1,234 @@
+"""The classifier at run time: what a trained model decides about messages, in numpy alone.
+
+Three linear models over the same vectors (classifier/model.py trains them):
+- `label`: rejection | closed | other, a linear SVM with sigmoid calibration, over word and
+  character n-grams of the body, word n-grams of the subject, and tokens describing the
+  sender;
+- `stage`: interview | application;
+- `no_feedback`: whether the mail says no individual feedback is given.
+Rules appear only as features (the sender tokens) and as one narrow guard: mail the user
+sent is never a rejection. Nothing here imports scikit-learn: the daemon that loads a model
+stays 60 MB smaller.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+
+from nextround.classifier.extract import is_ats_domain, is_automated_address, is_human_address
+from nextround.classifier.message import Message
+from nextround.classifier.vectors import GramIndex, TokenIndex, WordIndex
+
+# Bump when features or model settings change: stored models are then retrained.
+MODEL_VERSION = "3"
+
+BODY_CHARS = 3000
+BODY_CHARS_SHORT = 500
+COLUMNS = ("subject", "body", "body_short", "sender")
+
+_QUOTE_START = re.compile(
+    r"^\s*(?:On .{4,200} wrote:|Am .{4,200} schrieb .{1,200}:|Le .{4,200} a écrit\s*:|"
+    r"El .{4,200} escribió:|Op .{4,200} schreef .{1,200}:|-{2,}\s*(?:Original Message|"
+    r"Ursprüngliche Nachricht|Message d'origine|Mensaje original|Oorspronkelijk bericht)"
+    r"\s*-{2,}|_{10,})",
+    re.MULTILINE | re.IGNORECASE,
+)
+_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+# The lookbehind starts a match only where a word starts: without it the engine retries from
+# every character of every word (most of the time spent on a long mail).
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_DIGITS = re.compile(r"\d+")
+_NAME_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def clean_body(text: str) -> str:
+    """The mail's own words: quoted history cut, URLs, addresses and numbers normalised."""
+    match = _QUOTE_START.search(text, 0, BODY_CHARS * 4)
+    if match and match.start() > 40:
+        text = text[: match.start()]
+    lines = [line for line in text[: BODY_CHARS * 4].splitlines() if not line.startswith(">")]
+    # Twice what is kept is all the regular expressions below work on (they were most of the
+    # time on long mail); link-heavy mail may keep less than BODY_CHARS of words for it.
+    text = "\n".join(lines)[: BODY_CHARS * 2]
+    if "://" in text or "www." in text.lower():
+        text = _URL.sub(" urltoken ", text)
+    if "@" in text:
+        text = _EMAIL.sub(" emailtoken ", text)
+    text = _DIGITS.sub("0", text)
+    return text[:BODY_CHARS]
+
+
+def sender_tokens(message: Message) -> str:
+    """Words describing who sent the mail and how: ATS, no-reply, a person, a list."""
+    tokens = []
+    sender = message.from_
+    if sender is None:
+        tokens.append("sender_missing")
+    else:
+        if is_ats_domain(sender.domain):
+            tokens.append("sender_ats")
+        if is_automated_address(sender):
+            tokens.append("sender_automated")
+        if is_human_address(sender):
+            tokens.append("sender_human")
+        tokens.append("tld_" + sender.domain.rpartition(".")[2])
+        tokens += ["local_" + word for word in _NAME_WORD.findall(sender.local_part)[:4]]
+        tokens += ["name_" + word.lower() for word in _NAME_WORD.findall(sender.name)[:6]]
+    if message.reply_to:
+        tokens.append("has_reply_to")
+        if any(is_human_address(address) for address in message.reply_to):
+            tokens.append("reply_to_human")
+    if message.list_headers:
+        tokens.append("list_mail")
+    if message.auto_submitted and message.auto_submitted.lower() != "no":
+        tokens.append("auto_submitted")
+    if message.headers.get("precedence", "").lower() in ("bulk", "list", "junk"):
+        tokens.append("precedence_bulk")
+    if not message.text.strip():
+        tokens.append("empty_body")
+    return " ".join(tokens)
+
+
+def features(messages: Sequence[Message]) -> np.ndarray[Any, Any]:
+    rows = []
+    for message in messages:
+        body = clean_body(message.text)
+        rows.append((message.subject, body, body[:BODY_CHARS_SHORT], sender_tokens(message)))
+    return np.array(rows, dtype=object).reshape(len(rows), len(COLUMNS))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    is_rejection: bool
+    score: float  # calibrated probability that the mail is a rejection
+    stage: str | None
+    no_feedback_policy: bool
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A fitted linear model: decision = vectors @ coef.T + intercept, one column per class
+    (one column in all for two classes, for the second of them)."""
+
+    coef: np.ndarray[Any, Any]  # (classes or 1, features)
+    intercept: np.ndarray[Any, Any]
+    classes: tuple[str, ...]
+
+    def decision(self, vectors: sp.csr_matrix) -> np.ndarray[Any, Any]:
+        return np.asarray(vectors @ self.coef.T) + self.intercept  # type: ignore[no-any-return]
+
+    def positive(self, vectors: sp.csr_matrix, name: str) -> np.ndarray[Any, Any]:
+        """LogisticRegression's predict_proba for a class, with two classes."""
+        probability: np.ndarray[Any, Any] = expit(self.decision(vectors)[:, 0])
+        return probability if self.classes.index(name) == 1 else 1.0 - probability
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """CalibratedClassifierCV(method="sigmoid") over linear models, with three or more
+    classes: each model's per-class decisions through a sigmoid (a, b), normalised to sum to
+    one, averaged over the models."""
+
+    classes: tuple[str, ...]
+    models: tuple[tuple[Linear, np.ndarray[Any, Any], np.ndarray[Any, Any]], ...]  # (model, a, b)
+
+    def probabilities(self, vectors: sp.csr_matrix) -> np.ndarray[Any, Any]:
+        total = np.zeros((vectors.shape[0], len(self.classes)))
+        for model, a, b in self.models:
+            columns = [self.classes.index(name) for name in model.classes]
+            proba = np.zeros_like(total)
+            proba[:, columns] = expit(-(a * model.decision(vectors) + b))
+            denominator = proba.sum(axis=1)[:, np.newaxis]
+            uniform = np.full_like(proba, 1 / len(self.classes))
+            proba = np.divide(proba, denominator, out=uniform, where=denominator != 0)
+            proba[(proba > 1.0) & (proba <= 1.0 + 1e-5)] = 1.0
+            total += proba
+        return total / len(self.models)
+
+    def weights(self, name: str) -> np.ndarray[Any, Any]:
+        """Each feature's weight toward class `name`, averaged over the models."""
+        rows = [model.coef[model.classes.index(name)] for model, _, _ in self.models]
+        mean: np.ndarray[Any, Any] = np.mean(rows, axis=0)
+        return mean
+
+
+Index = WordIndex | GramIndex | TokenIndex
+
+
+@dataclass
+class RejectionModel:
+    """A trained model: one index per feature column (in COLUMNS order of `features`, named
+    for `explain`), and the three linear models over their joined vectors."""
+
+    columns: tuple[tuple[str, int, Index], ...]  # (name, column of `features`, index)
+    label: Calibrated
+    stage: Linear
+    no_feedback: Linear
+    threshold: float = 0.5
+
+    def predict(
+        self, messages: Sequence[Message], user_addresses: Sequence[str] = ()
+    ) -> list[Prediction]:
+        if not messages:
+            return []
+        vectors = self.vectorise(messages)
+        classes = self.label.classes
+        probabilities = self.label.probabilities(vectors)
+        interview = self.stage.positive(vectors, "interview")
+        no_feedback = self.no_feedback.positive(vectors, "yes")
+        own = {address.lower() for address in user_addresses}
+        results = []
+        for index, message in enumerate(messages):
+            scores = {name: float(probabilities[index][i]) for i, name in enumerate(classes)}
+            if message.from_ is not None and message.from_.email in own:
+                # Narrow guard: the user's own mail (a sent request) is never a rejection.
+                scores = {name: (1.0 if name == "other" else 0.0) for name in classes}
+            score = scores.get("rejection", 0.0)
+            is_rejection = score >= self.threshold
+            if is_rejection:
+                label = "rejection"
+            else:
+                label = max(
+                    (name for name in classes if name != "rejection"), key=scores.__getitem__
+                )
+            results.append(
+                Prediction(
+                    label=label,
+                    is_rejection=is_rejection,
+                    score=round(score, 4),
+                    stage=("interview" if interview[index] >= 0.5 else "application")
+                    if is_rejection
+                    else None,
+                    no_feedback_policy=bool(no_feedback[index] >= 0.5) and label != "other",
+                    probabilities=scores,
+                )
+            )
+        return results
+
+    def vectorise(self, messages: Sequence[Message]) -> sp.csr_matrix:
+        rows = features(messages)
+        parts = [index.transform(rows[:, column]) for _, column, index in self.columns]
+        return sp.hstack(parts, format="csr")
+
+    def explain(self, message: Message, top: int = 8) -> list[tuple[str, float]]:
+        """The features that pushed hardest toward (positive) or away from a rejection."""
+        weights = self.label.weights("rejection")
+        vector = self.vectorise([message])
+        names = [
+            f"{name}__{feature}" for name, _, index in self.columns for feature in index.names()
+        ]
+        contributions = [
+            (names[column], float(value * weights[column]))
+            for column, value in zip(vector.indices, vector.data, strict=True)
+        ]
+        contributions.sort(key=lambda item: abs(item[1]), reverse=True)
+        return contributions[:top]

@@ -1,0 +1,191 @@
+"""The quick reading's own parsers give what the standard library gives, whenever they give
+anything: header fields (BytesHeaderParser), Content-Type parameters (email.message's
+get_param) and single addresses (getaddresses). They decline what they do not read, and the
+caller then uses the standard library; they must never read something differently."""
+
+from __future__ import annotations
+
+from email.message import Message as MimeMessage
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nextround.daemon.parse import (
+    _SIMPLE_ADDRESS,
+    _addresses,
+    _fields,
+    _Head,
+    _params,
+    _raw_text,
+)
+
+# Pieces that matter to a header or address reader: separators, quotes, escapes, folding,
+# 8-bit bytes, encoded-words.
+_HEADER_PIECES = st.sampled_from(
+    [
+        "Subject", "From", "To", "X-Thing", "Content-Type", ":", ": ", " ", "\t", "\r\n",
+        "\n", "\r", "\r\n ", "\n\t", "a", "Zz", "=?utf-8?q?x?=", "From ", "é", "\x00", ";",
+        '"', "<", ">", "@", ",", "(", ")", "\\",
+    ]
+)  # fmt: skip
+_NAME_PIECES = st.sampled_from(
+    ["Ann", "Lee", " ", "  ", "\t", ".", ",", "'", "Ünï", "(x)", '"', "\\", ":", ";", "@", "-"]
+)
+_LOCAL_PIECES = st.sampled_from(["a", "Bo", ".", "+tag", "-", "_", "..", '"', " ", "é", "!"])
+_DOMAIN_PIECES = st.sampled_from(["example", ".", "org", "-", "x1", "..", "[1.2.3.4]", " "])
+
+
+@st.composite
+def _address_like(draw: st.DrawFn) -> str:
+    """Mostly well-formed single addresses, with odd characters mixed in."""
+    local = "".join(draw(st.lists(_LOCAL_PIECES, min_size=1, max_size=4)))
+    domain = "".join(draw(st.lists(_DOMAIN_PIECES, min_size=1, max_size=4)))
+    address = f"{local}@{domain}"
+    name = "".join(draw(st.lists(_NAME_PIECES, max_size=6)))
+    form = draw(st.sampled_from(["bare", "angle", "name", "quoted"]))
+    space = draw(st.sampled_from(["", " ", "\t", "  "]))
+    if form == "bare":
+        return f"{space}{address}{space}"
+    if form == "angle":
+        return f"{space}<{address}>"
+    if form == "quoted":
+        return f'"{name}"{space}<{address}>'
+    return f"{name}{space}<{address}>{space}"
+
+
+def _standard_fields(block: bytes) -> list[tuple[str, str]]:
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(block)
+    return [(name.lower(), _raw_text(value)) for name, value in parsed.raw_items()]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"From: A <a@example.org>\r\nSubject: Hi\r\n\r\n",
+        b"Subject: folded\r\n\tacross\r\n  lines\r\nTo: b@example.org\r\n\r\n",
+        b"Subject: Gr\xc3\xbc\xc3\x9fe\r\nX-Latin: caf\xe9\r\n\r\n",
+        b"Subject:no space\nSubject:   second\n\n",
+        b"Subject: no blank line at the end",
+        b"X-Empty:\r\nX-Spaces:   \r\n\r\n",
+    ],
+)
+def test_header_fields_as_the_email_package_reads_them(block: bytes) -> None:
+    assert _fields(block) == _standard_fields(block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"From someone@example.org Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n\r\n",  # mbox
+        b" continued before any field\r\nSubject: x\r\n\r\n",
+        b"Subject: x\r\nthis line has no name\r\nTo: y\r\n\r\n",
+        b"Bad Name: x\r\n\r\n",
+    ],
+)
+def test_header_blocks_it_does_not_read_are_declined(block: bytes) -> None:
+    assert _fields(block) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_HEADER_PIECES, max_size=30))
+def test_header_fields_match_the_email_package_on_generated_blocks(pieces: list[str]) -> None:
+    block = "".join(pieces).encode("utf-8")
+    fields = _fields(block)
+    if fields is not None:
+        assert fields == _standard_fields(block)
+
+
+def _standard_content_type(value: str) -> tuple[str, dict[str, str | None]]:
+    message = MimeMessage()
+    message["Content-Type"] = value
+    names = ("boundary", "charset", "name", "format")
+    return message.get_content_type(), {name: message.get_param(name) for name in names}  # type: ignore[misc]
+
+
+def _quick_content_type(value: str) -> tuple[str, dict[str, str | None]] | None:
+    kind, params = _Head([("content-type", value)]).content_type()
+    if params is None:
+        return None
+    return kind, {name: params.get(name) for name in ("boundary", "charset", "name", "format")}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text/plain",
+        'text/plain; charset="UTF-8"',
+        "TEXT/HTML;charset=iso-8859-1;",
+        'multipart/alternative;\r\n\tboundary="=_b0123"',
+        "multipart/mixed; boundary=simple; charset=a; charset=b",
+        "nonsense",
+        "text/plain/extra; charset=utf-8",
+        'text/plain; name="notes.txt"',
+    ],
+)
+def test_content_type_parameters_as_the_email_package_reads_them(value: str) -> None:
+    assert _quick_content_type(value) == _standard_content_type(value)
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        "; boundary*=utf-8''x",  # RFC 2231
+        '; boundary="a\\"b"',  # an escape
+        "; flag; boundary=x",  # a parameter without a value
+        "; boundary=a b",
+        '; boundary="unbalanced',
+    ],
+)
+def test_parameter_lists_it_does_not_read_are_declined(rest: str) -> None:
+    assert _params(rest) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["text/plain", "multipart/mixed", "text/html", "x"]),
+    st.lists(
+        st.sampled_from(
+            [";", " ", "boundary", "charset", "name", "=", '"', "abc", "=_x", "*", "\\", "\t"]
+        ),
+        max_size=14,
+    ),
+)
+def test_content_type_parameters_match_on_generated_values(kind: str, pieces: list[str]) -> None:
+    value = kind + "".join(pieces)
+    quick = _quick_content_type(value)
+    if quick is not None:
+        assert quick == _standard_content_type(value)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_address_like())
+def test_a_simple_address_reads_as_getaddresses_reads_it(value: str) -> None:
+    match = _SIMPLE_ADDRESS.fullmatch(value)
+    if match is None or "=?" in value:
+        return
+    quoted, phrase, bracketed, bare = match.groups()
+    name = quoted if quoted is not None else " ".join((phrase or "").split())
+    assert [(name, bracketed or bare)] == getaddresses([value])
+
+
+ANN, BO = ("Ann", "ann@example.org"), ("Bo", "bo@example.org")
+FORGED = "=?utf-8?q?Ann=0D=0ABcc=3A_x=40evil=2Eorg?= <ann@example.org>"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Ann Lee <Ann.Lee@Example.org>", [("Ann Lee", "ann.lee@example.org")]),
+        ('"Lee, Ann" <ann@example.org>', [("Lee, Ann", "ann@example.org")]),
+        ("ann@example.org", [("", "ann@example.org")]),
+        # Not simple: read by getaddresses, with the same result as before.
+        ("Ann <ann@example.org>, Bo <bo@example.org>", [ANN, BO]),
+        (FORGED, [("Ann Bcc: x@evil.org", "ann@example.org")]),
+    ],
+)
+def test_addresses(value: str, expected: list[tuple[str, str]]) -> None:
+    assert [(address.name, address.email) for address in _addresses(value)] == expected
