@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ from nextround.classifier.model import train
 from nextround.classifier.persist import load_model, save_model
 from nextround.classifier.verdict import company_key
 from nextround.daemon.config import DEFAULT_THRESHOLD
-from nextround.daemon.engine import TRIAGE_FLOOR, TRIAGE_TEXT
+from nextround.daemon.engine import TRIAGE_FLOOR
+from nextround.daemon.triage import TRIAGE_TEXT, prefix_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "eval"
@@ -91,12 +91,12 @@ def held_out(examples: list[Example]) -> dict[str, Any]:
         for example, analysis in zip(testing, analyses, strict=True)
         if example.label != analysis.label
     ]
-    # Triage (daemon/engine.py) decides on the first TRIAGE_TEXT characters whether a message
+    # Triage (daemon/triage.py) decides on the first TRIAGE_TEXT characters whether a message
     # deserves a full parse: how far above its floor do unseen rejections stay?
     # A loss is a mail the full classification calls job mail that triage would not parse.
-    prefixes = [replace(message, text=message.text[:TRIAGE_TEXT]) for message in messages]
     triage_scores = [
-        1.0 - prediction.probabilities.get("other", 0.0) for prediction in model.predict(prefixes)
+        1.0 - prediction.probabilities.get("other", 0.0)
+        for prediction in prefix_predictions(model, messages, "")
     ]
     triage_lost = sum(
         score < TRIAGE_FLOOR and analysis.label != "other"

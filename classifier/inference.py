@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,6 +175,8 @@ class RejectionModel:
     stage: Linear
     no_feedback: Linear
     threshold: float = 0.5
+    # The signed file it was loaded from, if any: a helper process can load it too.
+    source: Path | None = field(default=None, compare=False)
 
     def predict(
         self, messages: Sequence[Message], user_addresses: Sequence[str] = ()

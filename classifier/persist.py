@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def _signature(key: bytes, header: bytes, payload: bytes) -> str:
 
 def save_model(model: RejectionModel, path: Path, fingerprint: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps(replace(model, source=None), protocol=pickle.HIGHEST_PROTOCOL)
     header = json.dumps(
         {"version": MODEL_VERSION, "fingerprint": fingerprint, "size": len(payload)},
         sort_keys=True,
@@ -94,6 +95,7 @@ def load_model(path: Path, fingerprint: str | None = None) -> RejectionModel:
     _release_free_memory()
     if not isinstance(model, RejectionModel):
         raise ModelFileError(f"{path}: not a nextround model")
+    model.source = path
     return model
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -158,17 +158,15 @@ class GramIndex:
         self._words: dict[str, np.ndarray[Any, Any]] = {}
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
-        index: dict[str, int] = {}
-        words: list[int] = []
-        indptr = [0]
-        for document in documents:
-            words.extend(
-                index.setdefault(word, len(index)) for word in _WORD.findall(document.lower())
-            )
-            indptr.append(len(words))
+        found = [_WORD.findall(document.lower()) for document in documents]
+        # Each distinct word once, in order of appearance; then every word's number, in C.
+        index = {word: number for number, word in enumerate(dict.fromkeys(chain(*found)))}
+        words = list(map(index.__getitem__, chain(*found)))
+        indptr = np.zeros(len(found) + 1, dtype=np.int64)
+        np.cumsum([len(document) for document in found], out=indptr[1:])
         per_document = sp.csr_matrix(
             (np.ones(len(words)), np.asarray(words, dtype=np.int64), indptr),
-            shape=(len(indptr) - 1, len(index)),
+            shape=(len(found), len(index)),
         )
         return weigh((per_document @ self._grams_of(index)).tocsr(), self.idf)
 

@@ -15,7 +15,8 @@ import email.policy
 import json
 import logging
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
@@ -55,9 +56,10 @@ from nextround.daemon.lifecycle import (
     Timing,
     due_event,
 )
-from nextround.daemon.mailbox import Mailbox
+from nextround.daemon.mailbox import Fetched, Mailbox
 from nextround.daemon.store import Store
-from nextround.daemon.sync import CycleResult, FolderRef, sync_folder
+from nextround.daemon.sync import CycleResult, FolderRef, Triaged, sync_folder, with_thread
+from nextround.daemon.triage import Helper, Raw, Reading, read, read_ahead
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +152,8 @@ class CycleReport:
 # An application in these states is waiting for an answer.
 REPLY_STATES = (State.REQUESTED, State.FOLLOWED_UP)
 TRIAGE_FLOOR = 0.1
-# Triage reads this much of the text: a rejection says what it is early (on our corpus and
-# on real job mail, no rejection's first 600 characters score under 0.79).
-TRIAGE_TEXT = 1_000
+# A folder with this many new messages (a first sync) is read by a helper process.
+HELPER_FROM = 2_000
 
 
 class Engine:
@@ -170,6 +171,7 @@ class Engine:
         self.identity = Address(config.identity.name, config.identity.email.lower())
         # What triage decided for messages it read cheaply, until they are handled.
         self.decided: dict[str, tuple[Message, Analysis]] = {}
+        self.helper_from = HELPER_FROM
         lifecycle = config.lifecycle
         self.timing = Timing(lifecycle.follow_up_delay, lifecycle.close_delay, lifecycle.send_delay)
         self.report: CycleReport | None = None
@@ -212,31 +214,69 @@ class Engine:
 
     # -- classification ---------------------------------------------------------------------
 
-    def triage(self, store: Store, folder: FolderRef, messages: list[Message]) -> list[bool]:
-        """Which of these cheaply read messages deserve a full parse (see sync.Triage): in
-        INBOX, those the classifier, run on the whole batch at once, does not rule out as job
-        mail, and those in a conversation we follow. A sent copy is read for its headers."""
+    def triage(
+        self, store: Store, folder: FolderRef, batches: Iterator[list[Fetched]], count: int
+    ) -> Triaged:
+        """See sync.Triage. INBOX mail is read with the classifier's view of its start, in a
+        helper process when there is a lot of it (a first sync); sent copies are read for
+        their headers; other folders are parsed in full."""
+        if folder.role not in ("inbox", "sent"):
+            for batch in batches:
+                yield batch, [None] * len(batch)
+            return
+        model = self.model if folder.role == "inbox" else None
+        user = self.identity.email
+        helper = None
+        if model is not None and model.source is not None and count >= self.helper_from:
+            helper = Helper.start(model.source, model.threshold, user)
+
+        def local(raws: list[Raw]) -> list[Reading | None]:
+            try:
+                return read(raws, model, user)
+            except Exception:  # triage only saves time: without it, everything is parsed in full
+                logger.exception("triage failed; parsing this batch in full")
+                return [None] * len(raws)
+
+        def raws(batch: list[Fetched]) -> list[Raw]:
+            return [(item.raw, item.truncated) for item in batch]
+
+        for batch, readings in read_ahead(batches, raws, local, helper):
+            yield batch, self.decide(store, folder, batch, readings)
+
+    def decide(
+        self,
+        store: Store,
+        folder: FolderRef,
+        batch: Sequence[Fetched],
+        readings: Sequence[Reading | None],
+    ) -> list[Message | None]:
+        """Which cheaply read messages are handled as read: in INBOX, those the classifier
+        rules out as job mail, unless they are in a conversation we follow; every sent copy
+        that could be read. The rest (None) are parsed in full."""
         self.decided.clear()
         if folder.role == "sent":
-            return [False] * len(messages)
-        if folder.role != "inbox" or not messages:
-            return [True] * len(messages)
+            return [
+                None if reading is None else with_thread(reading[0], fetched)
+                for fetched, reading in zip(batch, readings, strict=True)
+            ]
         followed: set[str] = set()
         for app in apps.all_applications(store):
             followed |= app.known_ids
-        prefixes = [replace(message, text=message.text[:TRIAGE_TEXT]) for message in messages]
-        predictions = self.model.predict(prefixes, [self.identity.email])
         floor = min(TRIAGE_FLOOR, self.model.threshold / 2)  # a threshold set very low wins
-        verdicts = []
-        for message, prediction in zip(messages, predictions, strict=True):
+        ready: list[Message | None] = []
+        for fetched, reading in zip(batch, readings, strict=True):
+            if reading is None or reading[1] is None:
+                ready.append(None)
+                continue
+            message, prediction = with_thread(reading[0], fetched), reading[1]
             job = 1.0 - prediction.probabilities.get("other", 0.0)
             if job >= floor or followed.intersection(message.conversation_keys):
-                verdicts.append(True)
+                ready.append(None)
             else:
                 analysis = combine(message, prediction, no_earlier_contacts)
                 self.decided[message.message_id] = (message, analysis)
-                verdicts.append(False)
-        return verdicts
+                ready.append(message)
+        return ready
 
     def classify(self, store: Store, message: Message) -> Analysis:
 

@@ -151,29 +151,25 @@ def _split(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
 
 
 _FIELD_NAME = re.compile(rb"[!-9;-~]+:")  # RFC 5322: printable ASCII but the colon
+_FIELD_BREAK = re.compile(rb"\r?\n(?![ \t])")  # a line break not followed by a continuation
 
 
 def _fields(header: bytes) -> list[tuple[str, str]] | None:
     """The fields of a header block exactly as BytesHeaderParser(policy=compat32) and
     `_raw_text` read them, several times faster; None for a block with anything but fields
-    and their continuation lines (an mbox From_ line, a line without a name), which the
-    email package treats in ways of its own."""
-    fields: list[tuple[bytes, list[bytes]]] = []
-    for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if not fields:
-                return None
-            fields[-1][1].append(line)
-        elif line in (b"\n", b"\r\n", b"\r"):
-            break
-        elif (name := _FIELD_NAME.match(line)) is not None:
-            fields.append((line[: name.end() - 1], [line[name.end() :].lstrip(b" \t")]))
-        else:
+    and their continuation lines (an mbox From_ line, a line without a name, a bare CR),
+    which the email package treats in ways of its own."""
+    block = header.rstrip(b"\r\n")
+    if not block or block[:1] in (b" ", b"\t") or b"\r" in block.replace(b"\r\n", b""):
+        return None
+    fields = []
+    for field in _FIELD_BREAK.split(block):
+        name = _FIELD_NAME.match(field)
+        if name is None:
             return None
-    return [
-        (name.decode("ascii").lower(), _text_of(b"".join(lines).rstrip(b"\r\n")))
-        for name, lines in fields
-    ]
+        value = field[name.end() :].lstrip(b" \t").rstrip(b"\r\n")
+        fields.append((field[: name.end() - 1].decode("ascii").lower(), _text_of(value)))
+    return fields
 
 
 def _text_of(value: bytes) -> str:
@@ -202,7 +198,10 @@ class _Head:
             return "text/plain", {}
         kind, _, rest = value.partition(";")
         kind = kind.strip().lower()
-        return (kind if kind.count("/") == 1 else "text/plain"), _params(rest)
+        # A quote before the first ";" makes the email package split the parameters
+        # differently: that is a form the quick walk does not read.
+        params = None if '"' in kind else _params(rest)
+        return (kind if kind.count("/") == 1 else "text/plain"), params
 
 
 _PARAM = re.compile(r'\s*([!#$%&\'+\-.0-9A-Z^_`a-z|~]+)\s*=\s*(?:"([^"\\]*)"|([^;"\s]*))\s*(?:;|$)')

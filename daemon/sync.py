@@ -7,12 +7,14 @@ messages are re-identified by Message-ID so none is processed twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from nextround.classifier.message import Message
 from nextround.daemon import stopping
@@ -25,7 +27,7 @@ from nextround.daemon.errors import (
     StorageError,
 )
 from nextround.daemon.mailbox import Fetched, Mailbox, choose_folder
-from nextround.daemon.parse import header_message_id, parse_message, parse_quick
+from nextround.daemon.parse import header_message_id, parse_message
 from nextround.daemon.store import Store
 
 logger = logging.getLogger(__name__)
@@ -34,10 +36,21 @@ logger = logging.getLogger(__name__)
 # commits together with the message and the new sync position.
 # Arguments: the store, the folder, the parsed message, its row id in `messages`, and now.
 Handler = Callable[[Store, "FolderRef", Message, int, datetime], None]
-# Given messages read cheaply (headers and the start of the text), says for each whether it
-# deserves a full parse; the rest are recorded and handled as read. Mail-parser is most of a
-# first sync's time, and most mail needs no more than this.
-Triage = Callable[[Store, "FolderRef", list[Message]], list[bool]]
+
+
+class Triage(Protocol):
+    """Reads the fetched batches cheaply (headers and the start of the text) and yields each
+    batch with, per message, the Message as read when that is all it needs, or None: a full
+    parse. Mail-parser is most of a first sync's time, and most mail needs no more than this.
+    It may read ahead of the cycle; `count` is how many messages the batches hold in all."""
+
+    def __call__(
+        self, store: Store, folder: FolderRef, batches: Iterator[list[Fetched]], count: int
+    ) -> Triaged: ...
+
+
+Triaged = Generator[tuple[list[Fetched], list[Message | None]], None, None]
+
 
 # Messages triaged together: bounded by count and by bytes, so memory stays bounded.
 TRIAGE_MESSAGES = 200
@@ -225,30 +238,51 @@ def _process(
     *,
     advance: bool = True,
 ) -> None:
-    for batch in _batches(mailbox.fetch(uids, sync.max_message_bytes)):
-        ready = _triaged(store, folder, batch, triage)
-        start = 0
-        while start < len(batch):
-            if ready[start] is None:
-                _process_one(
-                    store, folder, validity, batch[start], now, handle, result, advance,
-                    atomic=store.transaction,
-                )  # fmt: skip
-                start += 1
-            else:
-                # Mail read quickly is committed a run at a time, each message under its own
-                # savepoint: a commit per message was a fifth of a first sync's time.
-                end = next((i for i in range(start, len(batch)) if ready[i] is None), len(batch))
-                done = FolderResult(folder)
-                with store.transaction():
-                    for fetched, message in zip(batch[start:end], ready[start:end], strict=True):
-                        _process_one(
-                            store, folder, validity, fetched, now, handle, done, advance,
-                            message, atomic=store.savepoint,
-                        )  # fmt: skip
-                result.add(done)
-                start = end
-            stopping.check()  # after the commit: a stop never leaves a message half-done
+    batches = _batches(mailbox.fetch(uids, sync.max_message_bytes))
+    triaged = _untriaged(batches) if triage is None else triage(store, folder, batches, len(uids))
+    with contextlib.closing(triaged):  # a stop or an error ends its read-ahead too
+        for batch, ready in triaged:
+            _process_batch(store, folder, validity, batch, ready, now, handle, result, advance)
+
+
+def _untriaged(batches: Iterator[list[Fetched]]) -> Triaged:
+    for batch in batches:
+        yield batch, [None] * len(batch)
+
+
+def _process_batch(
+    store: Store,
+    folder: FolderRef,
+    validity: int,
+    batch: list[Fetched],
+    ready: list[Message | None],
+    now: datetime,
+    handle: Handler | None,
+    result: FolderResult,
+    advance: bool,
+) -> None:
+    start = 0
+    while start < len(batch):
+        if ready[start] is None:
+            _process_one(
+                store, folder, validity, batch[start], now, handle, result, advance,
+                atomic=store.transaction,
+            )  # fmt: skip
+            start += 1
+        else:
+            # Mail read quickly is committed a run at a time, each message under its own
+            # savepoint: a commit per message was a fifth of a first sync's time.
+            end = next((i for i in range(start, len(batch)) if ready[i] is None), len(batch))
+            done = FolderResult(folder)
+            with store.transaction():
+                for fetched, message in zip(batch[start:end], ready[start:end], strict=True):
+                    _process_one(
+                        store, folder, validity, fetched, now, handle, done, advance,
+                        message, atomic=store.savepoint,
+                    )  # fmt: skip
+            result.add(done)
+            start = end
+        stopping.check()  # after the commit: a stop never leaves a message half-done
 
 
 def _batches(fetched: Iterable[Fetched]) -> Iterator[list[Fetched]]:
@@ -264,34 +298,8 @@ def _batches(fetched: Iterable[Fetched]) -> Iterator[list[Fetched]]:
         yield batch
 
 
-def _triaged(
-    store: Store, folder: FolderRef, batch: list[Fetched], triage: Triage | None
-) -> list[Message | None]:
-    """For each message, the cheaply read Message when that is all it needs, else None."""
-    if triage is None:
-        return [None] * len(batch)
-    quick: list[Message | None] = []
-    for item in batch:
-        try:
-            message = parse_quick(item.raw, truncated=item.truncated)
-        except Exception:  # noqa: BLE001 - what the cheap reading trips on, the full parse handles
-            message = None
-        quick.append(None if message is None else _with_thread(message, item))
-    readable = [(index, message) for index, message in enumerate(quick) if message is not None]
-    try:
-        verdicts = triage(store, folder, [message for _, message in readable])
-    except (MailboxError, StorageError):
-        raise
-    except Exception:  # triage only saves time: without it, everything is parsed in full
-        logger.exception("triage failed; parsing this batch in full")
-        return [None] * len(batch)
-    for (index, _), parse_fully in zip(readable, verdicts, strict=True):
-        if parse_fully:
-            quick[index] = None
-    return quick
-
-
-def _with_thread(message: Message, fetched: Fetched) -> Message:
+def with_thread(message: Message, fetched: Fetched) -> Message:
+    """The message with the server's conversation id, when the server keeps one."""
     if not fetched.thread:
         return message
     return replace(message, conversation=fetched.thread)
@@ -318,7 +326,7 @@ def _process_one(
             store.set_position(folder.name, folder.role, validity, fetched.uid, True, now)
 
     try:
-        message = triaged or _with_thread(
+        message = triaged or with_thread(
             parse_message(fetched.raw, truncated=fetched.truncated), fetched
         )
     except MessageParseError as error:

@@ -15,9 +15,11 @@ from support import ConfigWriter, run_cli
 from nextround.classifier.message import Message
 from nextround.daemon.config import Config, load_config
 from nextround.daemon.errors import StorageError
+from nextround.daemon.mailbox import Fetched
+from nextround.daemon.parse import parse_message
 from nextround.daemon.session import Session, open_session
 from nextround.daemon.store import Store
-from nextround.daemon.sync import FolderRef, run_cycle, sync_folder
+from nextround.daemon.sync import FolderRef, Triaged, run_cycle, sync_folder
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -197,8 +199,11 @@ def test_a_crash_mid_cycle_loses_nothing_and_repeats_nothing(
 def quick_cycle(config: Config, store: Store, handler: Recorder) -> None:
     """A cycle whose triage reads every INBOX message quickly: they commit a run at a time."""
 
-    def everything_quick(store: Store, folder: FolderRef, messages: list[Message]) -> list[bool]:
-        return [False] * len(messages)
+    def everything_quick(
+        store: Store, folder: FolderRef, batches: Iterator[list[Fetched]], count: int
+    ) -> Triaged:
+        for batch in batches:
+            yield batch, [parse_message(item.raw) for item in batch]
 
     session: Session = open_session(config)
     try:

@@ -13,11 +13,13 @@ from nextround.classifier.corpus import load_corpus
 from nextround.classifier.inference import RejectionModel
 from nextround.classifier.persist import load_model
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
-from nextround.daemon.engine import Engine
+from nextround.daemon.engine import HELPER_FROM, Engine
+from nextround.daemon.mailbox import Fetched
 from nextround.daemon.parse import parse_quick
 from nextround.daemon.store import Store
 from nextround.daemon.sync import FolderRef
 from nextround.daemon.training import MODEL_FILE
+from nextround.daemon.triage import Helper, prefix_predictions
 
 INBOX, SENT = FolderRef("inbox", "INBOX", "config"), FolderRef("sent", "Sent", "config")
 
@@ -65,21 +67,31 @@ CLOSED = eml(
 )
 
 
+def triaged(engine: Engine, store: Store, folder: FolderRef, raws: list[bytes]) -> list[bool]:
+    """For each message, whether triage leaves it to the full parse."""
+    batch = [Fetched(uid, raw, len(raw), 10_000_000) for uid, raw in enumerate(raws, 1)]
+    [(same, ready)] = list(engine.triage(store, folder, iter([batch]), len(batch)))
+    assert same == batch
+    return [message is None for message in ready]
+
+
 @pytest.mark.parametrize("raw", [REJECTION, CLOSED], ids=["rejection", "closed"])
 def test_job_mail_is_parsed_in_full(engine: Engine, store: Store, raw: bytes) -> None:
-    message = parse_quick(raw)
-    assert message is not None
-    assert engine.triage(store, INBOX, [message]) == [True]
+    assert triaged(engine, store, INBOX, [raw]) == [True]
 
 
 def test_every_corpus_rejection_reaches_the_full_parse(engine: Engine, store: Store) -> None:
-    """On its first 1,000 characters, no rejection or closed position of the shipped corpus
+    """On its first TRIAGE_TEXT characters, no rejection or closed position of the shipped corpus
     scores under the triage floor. (The model has seen these mails: this guards the prefix
     and the floor; bench/classify_eval.py measures the margin on mail it has not seen.)"""
     job = [example.message for example in load_corpus() if example.label != "other"]
-    verdicts = engine.triage(store, INBOX, job)
+    predictions = prefix_predictions(engine.model, job, engine.identity.email)
+    readings = list(zip(job, predictions, strict=True))
+    batch = [Fetched(uid, b"", 0, 1) for uid in range(1, len(job) + 1)]
+    ready = engine.decide(store, INBOX, batch, readings)
     assert len(job) > 1000
-    assert all(verdicts), [m.subject for m, v in zip(job, verdicts, strict=True) if not v][:5]
+    ruled_out = [m.subject for m, r in zip(job, ready, strict=True) if r is not None]
+    assert not ruled_out, ruled_out[:5]
 
 
 def test_ordinary_mail_is_decided_on_the_spot(engine: Engine, store: Store) -> None:
@@ -91,12 +103,96 @@ def test_ordinary_mail_is_decided_on_the_spot(engine: Engine, store: Store) -> N
     )
     message = parse_quick(raw)
     assert message is not None
-    assert engine.triage(store, INBOX, [message]) == [False]
+    assert triaged(engine, store, INBOX, [raw]) == [False]
     analysis = engine.decided[message.message_id][1]
     assert analysis.label == "other" and not analysis.is_rejection
 
 
 def test_sent_copies_are_read_for_their_headers_only(engine: Engine, store: Store) -> None:
-    message = parse_quick(REJECTION)
-    assert message is not None
-    assert engine.triage(store, SENT, [message]) == [False]
+    assert triaged(engine, store, SENT, [REJECTION]) == [False]
+
+
+# -- the helper process a first sync reads in ------------------------------------------------
+
+ORDINARY = [
+    eml(f"Person {n} <person{n}@example.com>", f"Lunch {n}", f"Shall we meet at {n}?\n")
+    for n in range(7)
+]
+BATCHES = [
+    [REJECTION, ORDINARY[0], b"not a mail at all\r\n", ORDINARY[1]],
+    [ORDINARY[2], CLOSED],
+    [ORDINARY[3], ORDINARY[4], ORDINARY[5]],
+    [ORDINARY[6]],
+]
+
+
+def run_triage(
+    engine: Engine, store: Store, helpers: list[Helper], *, kill_after: int | None = None
+) -> list[list[str | None]]:
+    """Triage BATCHES; for each message, the Message-ID triage decided on, or None."""
+    batches = [
+        [Fetched(uid, raw, len(raw), 10_000_000) for uid, raw in enumerate(batch, 1)]
+        for batch in BATCHES
+    ]
+    out = []
+    for number, (_, ready) in enumerate(engine.triage(store, INBOX, iter(batches), 10)):
+        out.append([None if message is None else message.message_id for message in ready])
+        if kill_after is not None and number == kill_after:
+            helpers[0].process.kill()
+    return out
+
+
+@pytest.fixture
+def helpers(monkeypatch: pytest.MonkeyPatch) -> list[Helper]:
+    """The helpers started, in order."""
+    started: list[Helper] = []
+    start = Helper.start
+
+    def recording(model_path: Path, threshold: float, user: str) -> Helper | None:
+        helper = start(model_path, threshold, user)
+        if helper is not None:
+            started.append(helper)
+        return helper
+
+    monkeypatch.setattr(Helper, "start", recording)
+    return started
+
+
+def test_a_helper_process_reads_as_this_process_reads(
+    engine: Engine, store: Store, helpers: list[Helper]
+) -> None:
+    expected = run_triage(engine, store, helpers)  # 10 messages: read here
+    assert helpers == []
+    assert [len([m for m in batch if m]) for batch in expected] == [2, 1, 3, 1]
+    engine.helper_from = 1
+    try:
+        assert run_triage(engine, store, helpers) == expected
+    finally:
+        engine.helper_from = HELPER_FROM
+    assert len(helpers) == 1 and helpers[0].process.wait(timeout=10) == 0
+
+
+def test_when_the_helper_dies_this_process_reads_the_rest(
+    engine: Engine, store: Store, helpers: list[Helper]
+) -> None:
+    expected = run_triage(engine, store, helpers)
+    engine.helper_from = 1
+    try:
+        assert run_triage(engine, store, helpers, kill_after=0) == expected
+    finally:
+        engine.helper_from = HELPER_FROM
+    assert helpers[0].process.poll() is not None
+
+
+def test_a_stopped_sync_stops_its_helper(
+    engine: Engine, store: Store, helpers: list[Helper]
+) -> None:
+    engine.helper_from = 1
+    try:
+        batches = [[Fetched(1, raw, len(raw), 10_000_000)] for raw in ORDINARY]
+        triage = engine.triage(store, INBOX, iter(batches), 10)
+        next(triage)
+        triage.close()  # what a stop (or an error) in the cycle does
+    finally:
+        engine.helper_from = HELPER_FROM
+    assert helpers[0].process.wait(timeout=10) == 0
