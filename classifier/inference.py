@@ -175,8 +175,10 @@ class RejectionModel:
     stage: Linear
     no_feedback: Linear
     threshold: float = 0.5
-    # The signed file it was loaded from, if any: a helper process can load it too.
+    # The signed file it was loaded from, and the fingerprint of what it was trained on, if
+    # any: a helper process can load the very same model.
     source: Path | None = field(default=None, compare=False)
+    fingerprint: str | None = field(default=None, compare=False)
 
     def predict(
         self, messages: Sequence[Message], user_addresses: Sequence[str] = ()

@@ -58,7 +58,8 @@ def _signature(key: bytes, header: bytes, payload: bytes) -> str:
 
 def save_model(model: RejectionModel, path: Path, fingerprint: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    payload = pickle.dumps(replace(model, source=None), protocol=pickle.HIGHEST_PROTOCOL)
+    stored = replace(model, source=None, fingerprint=None)
+    payload = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
     header = json.dumps(
         {"version": MODEL_VERSION, "fingerprint": fingerprint, "size": len(payload)},
         sort_keys=True,
@@ -95,7 +96,7 @@ def load_model(path: Path, fingerprint: str | None = None) -> RejectionModel:
     _release_free_memory()
     if not isinstance(model, RejectionModel):
         raise ModelFileError(f"{path}: not a nextround model")
-    model.source = path
+    model.source, model.fingerprint = path, str(meta.get("fingerprint"))
     return model
 
 

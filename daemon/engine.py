@@ -227,8 +227,8 @@ class Engine:
         model = self.model if folder.role == "inbox" else None
         user = self.identity.email
         helper = None
-        if model is not None and model.source is not None and count >= self.helper_from:
-            helper = Helper.start(model.source, model.threshold, user)
+        if model is not None and count >= self.helper_from:
+            helper = Helper.start(model, user)
 
         def local(raws: list[Raw]) -> list[Reading | None]:
             try:

@@ -199,8 +199,9 @@ class _Head:
         kind, _, rest = value.partition(";")
         kind = kind.strip().lower()
         # A quote before the first ";" makes the email package split the parameters
-        # differently: that is a form the quick walk does not read.
-        params = None if '"' in kind else _params(rest)
+        # differently, and an "=" there makes it read a parameter: forms the quick walk
+        # does not read.
+        params = None if '"' in kind or "=" in kind else _params(rest)
         return (kind if kind.count("/") == 1 else "text/plain"), params
 
 
@@ -219,6 +220,8 @@ def _params(text: str) -> dict[str, str] | None:
         name, quoted, token = match.groups()
         if "*" in name:
             return None  # RFC 2231
+        if quoted is None and len(token) > 1 and token[0] == "<" and token[-1] == ">":
+            return None  # get_param would strip the angle brackets
         params.setdefault(name.lower(), quoted if quoted is not None else token)
         position = match.end()
     return params
@@ -238,6 +241,8 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
             return False
         delimiter = b"\n--" + boundary.encode("latin-1", "replace")
         chunks = (b"\n" + body).split(delimiter, _QUICK_PARTS)
+        if len(chunks) == 1:
+            return False  # no delimiter at all: the full parse decides what the text is
         for chunk in chunks[1:]:
             if chunk.startswith(b"--"):
                 return True  # the closing delimiter
@@ -266,7 +271,8 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
 
 def _is_file(disposition: str) -> bool:
     """Content-Disposition: an attachment, or anything with a file name (or unreadable)."""
-    params = _params(disposition.partition(";")[2])
+    kind, _, rest = disposition.partition(";")
+    params = None if "=" in kind or '"' in kind else _params(rest)
     return params is None or bool(params.get("filename")) or "attachment" in disposition
 
 
@@ -318,11 +324,16 @@ def _raw_text(value: object) -> str:
 _ADDR_SPEC = (
     r'[^\s"(),.:;<>@\[\\\]]+(?:\.[^\s"(),.:;<>@\[\\\]]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*'
 )
+_NAME_WORD = r'[^\s"(),.:;<>@\[\\\]]+'
 # `addr@example.com`, `<addr@example.com>`, `Name <addr@...>` or `"Name" <addr@...>` with
 # nothing in the name that getaddresses reads specially: what it gives, computed directly.
+# Possessive quantifiers, and a name that cannot end in whitespace: a header of nothing but
+# spaces fails at once instead of after every way of splitting them (a hang, found in review).
 _SIMPLE_ADDRESS = re.compile(
-    rf'\s*(?:(?:"([^"\\\r\n]*)"|([^"(),.:;<>@\[\\\]\r\n]*))\s*<({_ADDR_SPEC})>|({_ADDR_SPEC}))\s*'
+    rf'\s*+(?:(?:"([^"\\\r\n]*)"|({_NAME_WORD}(?:[^\S\r\n]+{_NAME_WORD})*)?)\s*+<({_ADDR_SPEC})>'
+    rf"|({_ADDR_SPEC}))\s*+"
 )
+_SIMPLE_ADDRESS_CHARS = 1_000
 
 
 def _addresses(value: str) -> tuple[Address, ...]:
@@ -334,7 +345,8 @@ def _addresses(value: str) -> tuple[Address, ...]:
         return f'"{text}"'
 
     value = value[:100_000]
-    simple = _SIMPLE_ADDRESS.fullmatch(value) if "=?" not in value else None
+    plain = "=?" not in value and len(value) <= _SIMPLE_ADDRESS_CHARS
+    simple = _SIMPLE_ADDRESS.fullmatch(value) if plain else None
     if simple is not None:  # one plain address, as most are: getaddresses is slow
         quoted_name, phrase, bracketed, bare = simple.groups()
         name = quoted_name if quoted_name is not None else " ".join((phrase or "").split())
@@ -380,6 +392,7 @@ def header_message_id(raw: bytes) -> str:
     compute it; only the header block is read."""
     match = _HEADER_END.search(raw)
     header = raw[: match.end()] if match else raw[:65536]
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
-    found = message_ids(str(parsed.get("Message-ID", "")))
+    items, _ = _split(header)
+    value = next((value for name, value in items if name == "message-id"), "")
+    found = message_ids(_decode_words(value))
     return found[0] if found else synthetic_message_id(header)

@@ -156,18 +156,23 @@ def _train_in_child(settings: ModelSettings) -> TrainReport:
     try:
         # Our own interpreter and module, no shell.
         done = subprocess.run(
-            [sys.executable, "-m", __name__, json.dumps(request)],
+            [sys.executable, "-P", "-m", __name__, json.dumps(request)],  # -P: not from cwd
             capture_output=True,
             text=True,
             check=False,
         )
     except OSError as error:
         raise ClassifierError(f"training failed: cannot start it: {error}") from None
+    if done.returncode < 0:
+        raise ClassifierError(f"training failed: killed by signal {-done.returncode}")
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise ClassifierError(f"training failed: {reason}")
-    report = json.loads(done.stdout)
-    return TrainReport(**{**report, "path": Path(report["path"])})
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        return TrainReport(**{**report, "path": Path(report["path"])})
+    except (IndexError, ValueError, TypeError, KeyError) as error:
+        raise ClassifierError(f"training failed: unreadable report ({error})") from None
 
 
 def _main(argv: list[str]) -> int:

@@ -5,9 +5,10 @@ A first sync reads thousands of messages. There the reading runs in a helper pro
 batch ahead of the cycle: while the helper reads a batch, the cycle fetches the next and
 records the one before. Run as a program, this module is that helper:
 
-    python -m nextround.daemon.triage MODEL_FILE THRESHOLD USER_ADDRESS
+    python -P -m nextround.daemon.triage MODEL_FILE FINGERPRINT THRESHOLD USER_ADDRESS
 
-It loads the stored model (its signature checked, as always), then reads pickled batches of
+It loads the stored model (its signature checked, as always, and its fingerprint the
+daemon's: a model retrained meanwhile is refused), then reads pickled batches of
 (raw message, truncated) on stdin and writes each batch's readings to stdout, until stdin
 closes. Both ends are this installation's own processes, connected by pipes.
 """
@@ -19,6 +20,7 @@ import fcntl
 import logging
 import os
 import pickle
+import select
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 TRIAGE_TEXT = 600
 
 PIPE_BYTES = 1 << 20  # Linux allows this much to an unprivileged process
+RECEIVE_SECONDS = 120.0
 Raw = tuple[bytes, bool]  # (the message as fetched, whether it was cut at the size limit)
 Reading = tuple[Message, Prediction | None]  # None: read for its headers, not classified
 T = TypeVar("T")
@@ -76,8 +79,12 @@ class Helper:
         self.process = process
 
     @classmethod
-    def start(cls, model_path: Path, threshold: float, user: str) -> Helper | None:
-        command = [sys.executable, "-m", __name__, str(model_path), repr(threshold), user]
+    def start(cls, model: RejectionModel, user: str) -> Helper | None:
+        if model.source is None or model.fingerprint is None:
+            return None  # not loaded from a file: nothing a helper could load
+        # -P: never import from the working directory (python -m would put it on the path).
+        command = [sys.executable, "-P", "-m", __name__, str(model.source), model.fingerprint]
+        command += [repr(model.threshold), user]
         try:
             process = subprocess.Popen(  # our own interpreter and module, no shell
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -98,6 +105,11 @@ class Helper:
 
     def receive(self) -> list[Reading | None]:
         assert self.process.stdout is not None  # noqa: S101 - opened with a pipe
+        # It writes a batch's readings all at once, when they are done: if nothing comes for
+        # this long, it is stuck, and the cycle must not wait for it forever.
+        ready, _, _ = select.select([self.process.stdout], [], [], RECEIVE_SECONDS)
+        if not ready:
+            raise TimeoutError(f"no answer in {RECEIVE_SECONDS:.0f} s")
         # Safe: our own child process, started above, wrote these bytes to our pipe.
         readings: list[Reading | None] = pickle.load(self.process.stdout)  # noqa: S301
         return readings
@@ -107,14 +119,15 @@ class Helper:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-_HELPER_FAILED = (OSError, EOFError, ValueError, pickle.UnpicklingError)
+        # First let it see the closed pipes, then ask it to stop, then insist.
+        for end in (None, self.process.terminate, self.process.kill):
+            if end is not None:
+                end()
+            try:
+                self.process.wait(timeout=2)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def read_ahead(
@@ -134,7 +147,7 @@ def read_ahead(
                 try:
                     done = None if pending is None else (pending, helper.receive())
                     helper.send(raws(batch))
-                except _HELPER_FAILED as error:
+                except Exception as error:  # noqa: BLE001 - any failure of the helper: read here
                     _give_up(helper, error)
                     helper = None
                 else:
@@ -148,7 +161,7 @@ def read_ahead(
         if pending is not None and helper is not None:
             try:
                 readings = helper.receive()
-            except _HELPER_FAILED as error:
+            except Exception as error:  # noqa: BLE001 - any failure of the helper: read here
                 _give_up(helper, error)
                 helper = None
                 readings = local(raws(pending))
@@ -164,11 +177,15 @@ def _give_up(helper: Helper, error: Exception) -> None:
 
 
 def _main(argv: list[str]) -> int:
-    from nextround.classifier.persist import load_model
+    from nextround.classifier.persist import ModelFileError, load_model
 
-    model = load_model(Path(argv[0]))
-    model.threshold = float(argv[1])
-    user = argv[2]
+    try:
+        model = load_model(Path(argv[0]), argv[1])  # the daemon's model, or none at all
+    except ModelFileError as error:
+        print(f"nextround triage helper: {error}", file=sys.stderr)
+        return 2
+    model.threshold = float(argv[2])
+    user = argv[3]
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:

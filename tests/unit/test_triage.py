@@ -148,8 +148,8 @@ def helpers(monkeypatch: pytest.MonkeyPatch) -> list[Helper]:
     started: list[Helper] = []
     start = Helper.start
 
-    def recording(model_path: Path, threshold: float, user: str) -> Helper | None:
-        helper = start(model_path, threshold, user)
+    def recording(model: RejectionModel, user: str) -> Helper | None:
+        helper = start(model, user)
         if helper is not None:
             started.append(helper)
         return helper
@@ -196,3 +196,16 @@ def test_a_stopped_sync_stops_its_helper(
     finally:
         engine.helper_from = HELPER_FROM
     assert helpers[0].process.wait(timeout=10) == 0
+
+
+def test_a_helper_refuses_a_model_retrained_since_the_daemon_loaded_its_own(
+    engine: Engine, store: Store, helpers: list[Helper]
+) -> None:
+    expected = run_triage(engine, store, helpers)
+    engine.helper_from, fingerprint = 1, engine.model.fingerprint
+    engine.model.fingerprint = "0123456789abcdef"  # what `nextround train` would change
+    try:
+        assert run_triage(engine, store, helpers) == expected  # read here instead
+    finally:
+        engine.helper_from, engine.model.fingerprint = HELPER_FROM, fingerprint
+    assert helpers[0].process.wait(timeout=10) != 0
