@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from nextround.classifier.extract import choose_reply_to, extract_company, extract_role
 from nextround.classifier.inference import Prediction, RejectionModel
 from nextround.classifier.message import Address, Message
-from nextround.classifier.verdict import Analysis
+from nextround.classifier.verdict import JOB_LABELS, Analysis
 
 # Given a company name, the people who wrote about it before (most recent first).
 EarlierContacts = Callable[[str | None, Message], Sequence[Address]]
@@ -33,7 +33,7 @@ def analyse(
 def combine(
     message: Message, prediction: Prediction, earlier_contacts: EarlierContacts
 ) -> Analysis:
-    job_mail = prediction.label in ("rejection", "closed")
+    job_mail = prediction.label in JOB_LABELS
     company = extract_company(message) if job_mail else None
     role = extract_role(message) if job_mail else None
     reply_to = None

@@ -13,7 +13,7 @@ import logging
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,15 +36,25 @@ SEED = 20261122
 
 
 class _Fitted(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # type: ignore[misc,call-arg]
-    """A TfidfVectorizer (`tfidf_`) fitted with these settings, transforming through the
-    numpy index built from it. Output is a sparse matrix, always: no set_output wrapper."""
+    """A TfidfVectorizer (`tfidf_`) fitted with these settings (min_df, max_features and the
+    subclass's `_SETTINGS`), transforming through the numpy index (`_INDEX`) built from it.
+    Output is a sparse matrix, always: no set_output wrapper."""
 
+    _SETTINGS: ClassVar[dict[str, Any]]
+    _INDEX: ClassVar[type[WordIndex] | type[GramIndex]]
     tfidf_: TfidfVectorizer
     index_: WordIndex | GramIndex
 
     def __init__(self, min_df: int = 1, max_features: int | None = None) -> None:
         self.min_df = min_df
         self.max_features = max_features
+
+    def fit(self, documents: Iterable[str], y: Any = None) -> _Fitted:
+        self.tfidf_ = TfidfVectorizer(
+            min_df=self.min_df, max_features=self.max_features, sublinear_tf=True, **self._SETTINGS
+        ).fit(documents)
+        self.index_ = self._INDEX(self.tfidf_.vocabulary_, self.tfidf_.idf_)
+        return self
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
         return self.index_.transform(documents)
@@ -56,30 +66,15 @@ class _Fitted(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # t
 class WordGrams(_Fitted):
     """TfidfVectorizer(ngram_range=(1, 2), preprocessor=fold, sublinear_tf=True)."""
 
-    def fit(self, documents: Iterable[str], y: Any = None) -> WordGrams:
-        self.tfidf_ = TfidfVectorizer(
-            ngram_range=(1, 2),
-            preprocessor=fold,
-            min_df=self.min_df,
-            max_features=self.max_features,
-            sublinear_tf=True,
-        ).fit(documents)
-        self.index_ = WordIndex(self.tfidf_.vocabulary_, self.tfidf_.idf_)
-        return self
+    _SETTINGS: ClassVar[dict[str, Any]] = {"ngram_range": (1, 2), "preprocessor": fold}
+    _INDEX = WordIndex
 
 
 class CharGrams(_Fitted):
     """TfidfVectorizer(analyzer=text_grams, sublinear_tf=True)."""
 
-    def fit(self, documents: Iterable[str], y: Any = None) -> CharGrams:
-        self.tfidf_ = TfidfVectorizer(
-            analyzer=text_grams,
-            min_df=self.min_df,
-            max_features=self.max_features,
-            sublinear_tf=True,
-        ).fit(documents)
-        self.index_ = GramIndex(self.tfidf_.vocabulary_, self.tfidf_.idf_)
-        return self
+    _SETTINGS: ClassVar[dict[str, Any]] = {"analyzer": text_grams}
+    _INDEX = GramIndex
 
 
 def _vectorizers() -> ColumnTransformer:

@@ -145,16 +145,29 @@ class WordIndex:
         return names
 
 
-class GramIndex:
+class _Vocabulary:
+    """An index whose features are a vocabulary's terms, each its own column."""
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        # Plain ints: numpy.int64 values cost 32 bytes each against 28 for small ints shared
+        # by the interpreter, a few MB of the daemon's memory.
+        self.vocabulary = {term: int(column) for term, column in vocabulary.items()}
+        self.width = len(vocabulary)
+
+    def names(self) -> list[str]:
+        names = [""] * self.width
+        for term, column in self.vocabulary.items():
+            names[column] = term
+        return names
+
+
+class GramIndex(_Vocabulary):
     """TfidfVectorizer(analyzer=text_grams, sublinear_tf=True)'s transform, from its
     vocabulary and idf."""
 
     def __init__(self, vocabulary: dict[str, int], idf: np.ndarray[Any, Any]) -> None:
-        # Plain ints: numpy.int64 values cost 32 bytes each against 28 for small ints shared
-        # by the interpreter, a few MB of the daemon's memory.
-        self.vocabulary = {gram: int(column) for gram, column in vocabulary.items()}
+        super().__init__(vocabulary)
         self.idf = np.asarray(idf, dtype=np.float64)
-        self.width = len(vocabulary)
         self._words: dict[str, np.ndarray[Any, Any]] = {}
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
@@ -189,23 +202,13 @@ class GramIndex:
         ids = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
         return sp.csr_matrix((np.ones(len(ids)), ids, indptr), shape=(len(rows), self.width))
 
-    def names(self) -> list[str]:
-        names = [""] * self.width
-        for gram, column in self.vocabulary.items():
-            names[column] = gram
-        return names
-
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_words": {}}  # the cache is a run-time aid, never stored
 
 
-class TokenIndex:
+class TokenIndex(_Vocabulary):
     """TfidfVectorizer(token_pattern=r"\\S+", lowercase=False, use_idf=False)'s transform:
     whitespace-separated tokens as they are, counted and l2-normalised."""
-
-    def __init__(self, vocabulary: dict[str, int]) -> None:
-        self.vocabulary = {token: int(column) for token, column in vocabulary.items()}
-        self.width = len(vocabulary)
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
         columns: list[int] = []
@@ -219,9 +222,3 @@ class TokenIndex:
             shape=(len(indptr) - 1, self.width),
         )
         return weigh(counts, None, sublinear=False)
-
-    def names(self) -> list[str]:
-        names = [""] * self.width
-        for token, column in self.vocabulary.items():
-            names[column] = token
-        return names

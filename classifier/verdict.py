@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# Labels of mail about a job application (the rest is "other").
+JOB_LABELS = ("rejection", "closed")
+
 
 @dataclass(frozen=True)
 class Analysis:
@@ -16,6 +19,10 @@ class Analysis:
     role: str | None
     reply_to: str | None
     no_feedback_policy: bool
+
+    @property
+    def job_mail(self) -> bool:
+        return self.label in JOB_LABELS
 
     def as_json(self) -> dict[str, object]:
         return {

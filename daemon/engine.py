@@ -306,8 +306,8 @@ class Engine:
         extracted = ""
         if humans and read_fully:
             # Job mail's analysis has the company already: extraction is not cheap.
-            job_mail = analysis.label in ("rejection", "closed")
-            extracted = company_key(analysis.company if job_mail else extract_company(message))
+            company = analysis.company if analysis.job_mail else extract_company(message)
+            extracted = company_key(company)
         for address in humans:
             if read_fully:
                 store.remember_contact(address, extracted, message.message_id, now)
@@ -347,7 +347,7 @@ class Engine:
         if related:
             apps.add_to_thread(store, related[0], [message.message_id], now)
             return
-        if analysis.label not in ("rejection", "closed") or from_user:
+        if not analysis.job_mail or from_user:
             return
         if analysis.label == "rejection" and not analysis.is_rejection:
             return

@@ -196,13 +196,18 @@ class _Head:
         value = self.get("content-type")
         if value is None:
             return "text/plain", {}
-        kind, _, rest = value.partition(";")
-        kind = kind.strip().lower()
-        # A quote before the first ";" makes the email package split the parameters
-        # differently, and an "=" there makes it read a parameter: forms the quick walk
-        # does not read.
-        params = None if '"' in kind or "=" in kind else _params(rest)
+        kind, params = _value_and_params(value)
         return (kind if kind.count("/") == 1 else "text/plain"), params
+
+
+def _value_and_params(value: str) -> tuple[str, dict[str, str] | None]:
+    """`value; name=...` (Content-Type, Content-Disposition): the value, lower-cased, and its
+    parameters. A quote before the first ";" makes the email package split the parameters
+    differently, and an "=" there makes it read a parameter: forms the quick walk does not
+    read (None)."""
+    kind, _, rest = value.partition(";")
+    kind = kind.strip().lower()
+    return kind, None if '"' in kind or "=" in kind else _params(rest)
 
 
 _PARAM = re.compile(r'\s*([!#$%&\'+\-.0-9A-Z^_`a-z|~]+)\s*=\s*(?:"([^"\\]*)"|([^;"\s]*))\s*(?:;|$)')
@@ -271,8 +276,7 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
 
 def _is_file(disposition: str) -> bool:
     """Content-Disposition: an attachment, or anything with a file name (or unreadable)."""
-    kind, _, rest = disposition.partition(";")
-    params = None if "=" in kind or '"' in kind else _params(rest)
+    _, params = _value_and_params(disposition)
     return params is None or bool(params.get("filename")) or "attachment" in disposition
 
 

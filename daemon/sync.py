@@ -124,10 +124,11 @@ def run_cycle(
     sync: SyncConfig,
     now: datetime,
     handle: Handler | None = None,
+    triage: Triage | None = None,
 ) -> CycleResult:
     result = CycleResult(now=now)
     for role in WATCHED_ROLES:
-        result.folders.append(sync_folder(mailbox, store, folders[role], sync, now, handle))
+        result.folders.append(sync_folder(mailbox, store, folders[role], sync, now, handle, triage))
     return result
 
 

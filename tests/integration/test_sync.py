@@ -19,7 +19,7 @@ from nextround.daemon.mailbox import Fetched
 from nextround.daemon.parse import parse_message
 from nextround.daemon.session import Session, open_session
 from nextround.daemon.store import Store
-from nextround.daemon.sync import FolderRef, Triaged, run_cycle, sync_folder
+from nextround.daemon.sync import FolderRef, Triage, Triaged, run_cycle
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -57,12 +57,37 @@ def setup(
     store.close()
 
 
-def cycle(config: Config, store: Store, handler: Recorder, now: datetime = NOW) -> None:
+def cycle(
+    config: Config,
+    store: Store,
+    handler: Recorder,
+    now: datetime = NOW,
+    triage: Triage | None = None,
+) -> None:
     session: Session = open_session(config)
     try:
-        run_cycle(session.mailbox, store, session.folders, config.sync, now, handler)
+        run_cycle(session.mailbox, store, session.folders, config.sync, now, handler, triage)
     finally:
         session.close()
+
+
+def everything_quick(
+    store: Store, folder: FolderRef, batches: Iterator[list[Fetched]], count: int
+) -> Triaged:
+    """A triage that reads every message quickly: they commit a run at a time."""
+    for batch in batches:
+        yield batch, [parse_message(item.raw) for item in batch]
+
+
+class CrashOnMessage2(Recorder):
+    """A handler whose store fails on the third message."""
+
+    def __call__(
+        self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
+    ) -> None:
+        if message.message_id == "<msg-2@example.com>":
+            raise StorageError("disk full (injected)")
+        super().__call__(store, folder, message, row_id, now)
 
 
 def recorded(store: Store, folder: str = "INBOX") -> list[str]:
@@ -173,15 +198,7 @@ def test_a_crash_mid_cycle_loses_nothing_and_repeats_nothing(
     for number in range(4):
         user.append("INBOX", mail(number))
 
-    class Crash(Recorder):
-        def __call__(
-            self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
-        ) -> None:
-            if message.message_id == "<msg-2@example.com>":
-                raise StorageError("disk full (injected)")
-            super().__call__(store, folder, message, row_id, now)
-
-    crashing = Crash()
+    crashing = CrashOnMessage2()
     with pytest.raises(StorageError):
         cycle(config, store, crashing)
     assert crashing.seen == [("inbox", "<msg-0@example.com>"), ("inbox", "<msg-1@example.com>")]
@@ -194,26 +211,6 @@ def test_a_crash_mid_cycle_loses_nothing_and_repeats_nothing(
         ("inbox", "<msg-3@example.com>"),
     ]
     assert recorded(store) == [f"<msg-{n}@example.com>" for n in range(4)]
-
-
-def quick_cycle(config: Config, store: Store, handler: Recorder) -> None:
-    """A cycle whose triage reads every INBOX message quickly: they commit a run at a time."""
-
-    def everything_quick(
-        store: Store, folder: FolderRef, batches: Iterator[list[Fetched]], count: int
-    ) -> Triaged:
-        for batch in batches:
-            yield batch, [parse_message(item.raw) for item in batch]
-
-    session: Session = open_session(config)
-    try:
-        for role in ("sent", "inbox"):
-            sync_folder(
-                session.mailbox, store, session.folders[role], config.sync, NOW, handler,
-                everything_quick,
-            )  # fmt: skip
-    finally:
-        session.close()
 
 
 def test_a_failing_message_in_a_quickly_read_run_is_recorded_as_failed_alone(
@@ -233,7 +230,7 @@ def test_a_failing_message_in_a_quickly_read_run_is_recorded_as_failed_alone(
             super().__call__(store, folder, message, row_id, now)
 
     handler = Failing()
-    quick_cycle(config, store, handler)
+    cycle(config, store, handler, triage=everything_quick)
     assert [message_id for _, message_id in handler.seen] == [
         f"<msg-{n}@example.com>" for n in (0, 1, 3)
     ]
@@ -258,19 +255,11 @@ def test_a_crash_in_a_quickly_read_run_commits_none_of_it_and_repeats_nothing(
     for number in range(4):
         user.append("INBOX", mail(number))
 
-    class Crash(Recorder):
-        def __call__(
-            self, store: Store, folder: FolderRef, message: Message, row_id: int, now: datetime
-        ) -> None:
-            if message.message_id == "<msg-2@example.com>":
-                raise StorageError("disk full (injected)")
-            super().__call__(store, folder, message, row_id, now)
-
     with pytest.raises(StorageError):
-        quick_cycle(config, store, Crash())
+        cycle(config, store, CrashOnMessage2(), triage=everything_quick)
     assert recorded(store) == []  # the run is one transaction
     handler = Recorder()
-    quick_cycle(config, store, handler)
+    cycle(config, store, handler, triage=everything_quick)
     assert [message_id for _, message_id in handler.seen] == [
         f"<msg-{n}@example.com>" for n in range(4)
     ]

@@ -13,7 +13,7 @@ from nextround.classifier.corpus import load_corpus
 from nextround.classifier.inference import RejectionModel
 from nextround.classifier.persist import load_model
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
-from nextround.daemon.engine import HELPER_FROM, Engine
+from nextround.daemon.engine import Engine
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.parse import parse_quick
 from nextround.daemon.store import Store
@@ -67,9 +67,14 @@ CLOSED = eml(
 )
 
 
+def fetched(raws: list[bytes]) -> list[Fetched]:
+    """The messages as a sync fetches them, whole."""
+    return [Fetched(uid, raw, len(raw), 10_000_000) for uid, raw in enumerate(raws, 1)]
+
+
 def triaged(engine: Engine, store: Store, folder: FolderRef, raws: list[bytes]) -> list[bool]:
     """For each message, whether triage leaves it to the full parse."""
-    batch = [Fetched(uid, raw, len(raw), 10_000_000) for uid, raw in enumerate(raws, 1)]
+    batch = fetched(raws)
     [(same, ready)] = list(engine.triage(store, folder, iter([batch]), len(batch)))
     assert same == batch
     return [message is None for message in ready]
@@ -130,10 +135,7 @@ def run_triage(
     engine: Engine, store: Store, helpers: list[Helper], *, kill_after: int | None = None
 ) -> list[list[str | None]]:
     """Triage BATCHES; for each message, the Message-ID triage decided on, or None."""
-    batches = [
-        [Fetched(uid, raw, len(raw), 10_000_000) for uid, raw in enumerate(batch, 1)]
-        for batch in BATCHES
-    ]
+    batches = [fetched(batch) for batch in BATCHES]
     out = []
     for number, (_, ready) in enumerate(engine.triage(store, INBOX, iter(batches), 10)):
         out.append([None if message is None else message.message_id for message in ready])
@@ -144,7 +146,8 @@ def run_triage(
 
 @pytest.fixture
 def helpers(monkeypatch: pytest.MonkeyPatch) -> list[Helper]:
-    """The helpers started, in order."""
+    """The helpers started, in order. (Tests set the engine's helper_from with monkeypatch,
+    so the module's engine gets its own back.)"""
     started: list[Helper] = []
     start = Helper.start
 
@@ -159,53 +162,41 @@ def helpers(monkeypatch: pytest.MonkeyPatch) -> list[Helper]:
 
 
 def test_a_helper_process_reads_as_this_process_reads(
-    engine: Engine, store: Store, helpers: list[Helper]
+    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = run_triage(engine, store, helpers)  # 10 messages: read here
     assert helpers == []
     assert [len([m for m in batch if m]) for batch in expected] == [2, 1, 3, 1]
-    engine.helper_from = 1
-    try:
-        assert run_triage(engine, store, helpers) == expected
-    finally:
-        engine.helper_from = HELPER_FROM
+    monkeypatch.setattr(engine, "helper_from", 1)
+    assert run_triage(engine, store, helpers) == expected
     assert len(helpers) == 1 and helpers[0].process.wait(timeout=10) == 0
 
 
 def test_when_the_helper_dies_this_process_reads_the_rest(
-    engine: Engine, store: Store, helpers: list[Helper]
+    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = run_triage(engine, store, helpers)
-    engine.helper_from = 1
-    try:
-        assert run_triage(engine, store, helpers, kill_after=0) == expected
-    finally:
-        engine.helper_from = HELPER_FROM
+    monkeypatch.setattr(engine, "helper_from", 1)
+    assert run_triage(engine, store, helpers, kill_after=0) == expected
     assert helpers[0].process.poll() is not None
 
 
 def test_a_stopped_sync_stops_its_helper(
-    engine: Engine, store: Store, helpers: list[Helper]
+    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine.helper_from = 1
-    try:
-        batches = [[Fetched(1, raw, len(raw), 10_000_000)] for raw in ORDINARY]
-        triage = engine.triage(store, INBOX, iter(batches), 10)
-        next(triage)
-        triage.close()  # what a stop (or an error) in the cycle does
-    finally:
-        engine.helper_from = HELPER_FROM
+    monkeypatch.setattr(engine, "helper_from", 1)
+    triage = engine.triage(store, INBOX, iter([fetched([raw]) for raw in ORDINARY]), 10)
+    next(triage)
+    triage.close()  # what a stop (or an error) in the cycle does
     assert helpers[0].process.wait(timeout=10) == 0
 
 
 def test_a_helper_refuses_a_model_retrained_since_the_daemon_loaded_its_own(
-    engine: Engine, store: Store, helpers: list[Helper]
+    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = run_triage(engine, store, helpers)
-    engine.helper_from, fingerprint = 1, engine.model.fingerprint
-    engine.model.fingerprint = "0123456789abcdef"  # what `nextround train` would change
-    try:
-        assert run_triage(engine, store, helpers) == expected  # read here instead
-    finally:
-        engine.helper_from, engine.model.fingerprint = HELPER_FROM, fingerprint
+    monkeypatch.setattr(engine, "helper_from", 1)
+    # What `nextround train` would change:
+    monkeypatch.setattr(engine.model, "fingerprint", "0123456789abcdef")
+    assert run_triage(engine, store, helpers) == expected  # read here instead
     assert helpers[0].process.wait(timeout=10) != 0
