@@ -35,8 +35,7 @@ from nextround.classifier.model import train
 from nextround.classifier.persist import load_model, save_model
 from nextround.classifier.verdict import company_key
 from nextround.daemon.config import DEFAULT_THRESHOLD
-from nextround.daemon.engine import TRIAGE_FLOOR
-from nextround.daemon.triage import TRIAGE_TEXT, prefix_predictions
+from nextround.daemon.triage import TRIAGE_FLOOR, TRIAGE_TEXT, prefix_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "eval"

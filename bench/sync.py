@@ -23,6 +23,7 @@ import os
 import platform
 import pstats
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -365,19 +366,52 @@ def raw_fetch(user: MailUser, host: str, port: int) -> dict[str, Any]:
         client.select_folder("INBOX", readonly=True)
         uids = sorted(client.search("ALL"))
         total = 0
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         for start in range(0, len(uids), RAW_BATCH):
             batch = uids[start : start + RAW_BATCH]
             for data in client.fetch(batch, [b"BODY.PEEK[]"]).values():
                 total += len(data[b"BODY[]"])
         seconds = time.perf_counter() - started
+        cpu = {key: round(value - cpu_before[key], 2) for key, value in cpu_seconds().items()}
     return {
+        "cpu_seconds": {key: value for key, value in cpu.items() if key != "helpers"},
         "messages": len(uids),
         "bytes": total,
         "seconds": round(seconds, 3),
         "messages_per_s": round(len(uids) / seconds, 1),
         "mb_per_s": round(total / MB / seconds, 2),
     }
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time so far: nextround's thread (this one), this process's other threads (the
+    proxy), its finished child processes (triage helpers), and every Dovecot process."""
+    process, own = time.process_time(), time.thread_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "nextround": own,
+        "proxy": process - own,
+        "helpers": children.ru_utime + children.ru_stime,
+        "dovecot": _dovecot_cpu(),
+    }
+
+
+DOVECOT_PROCESSES = ("imap", "dovecot", "imap-login", "auth", "config", "anvil", "log")
+
+
+def _dovecot_cpu() -> float:
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name, _, rest = text.partition(") ")
+        if name.partition(" (")[2] in DOVECOT_PROCESSES:
+            fields = rest.split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def best(runs: Iterator[dict[str, Any]]) -> dict[str, Any]:
@@ -518,7 +552,7 @@ def measure(
         proxy.reset_counters()
         now = datetime.now(UTC)
 
-        def first() -> CycleResult:
+        def first(store: Store = store) -> CycleResult:
             if profiler is not None:
                 profiler.enable()
             try:
@@ -532,7 +566,20 @@ def measure(
                 if profiler is not None:
                     profiler.disable()
 
+        rehearsal = None
+        if full and profiler is None:
+            # The raw rate is the best of two passes; so is the first sync: a first pass into
+            # a state database of its own, then the one measured (and kept) below.
+            scratch = Store.open(workdir / label / "rehearsal.db")
+            try:
+                _, rehearsal = timed(lambda: first(scratch))
+            finally:
+                scratch.close()
+            timed_box.fetch_seconds, timed_box.fetched, timed_box.fetched_bytes = 0.0, 0, 0
+            proxy.reset_counters()
+        cpu_before = cpu_seconds()
         result, seconds = timed(first)
+        cpu = {key: round(value - cpu_before[key], 2) for key, value in cpu_seconds().items()}
         stats = proxy.stats()
         inbox = next(folder for folder in result.folders if folder.folder.role == "inbox")
         assert inbox.recorded == expected_new, f"first sync: {result.summary()}"
@@ -548,13 +595,15 @@ def measure(
             "bytes_down": stats.bytes_down,
             "position_last_uid": position.last_uid,
             "profiled": profiler is not None,
+            "cpu_seconds": cpu,
         }
         if full:
-            rate = count / seconds
+            first_sync["runs_seconds"] = [round(x, 3) for x in (rehearsal, seconds) if x]
+            rate = count / min(x for x in (rehearsal, seconds) if x)
             imap_s = timed_box.fetch_seconds
             first_sync |= {
                 "messages_per_s": round(rate, 1),
-                "mb_per_s": round(timed_box.fetched_bytes / MB / seconds, 2),
+                "mb_per_s": round(corpus.bytes / MB * rate / count, 2),
                 "ratio_to_raw_proxied": round(rate / out["raw_proxied"]["messages_per_s"], 3),
                 "fetch_seconds": round(imap_s, 3),
                 "fetch_messages_per_s": round(count / imap_s, 1),
@@ -562,14 +611,21 @@ def measure(
             }
             print(
                 f"(b) first sync end to end (Engine.poll_once: triage, parse, classify, record): "
-                f"{rate:,.0f} msg/s, {first_sync['mb_per_s']:.1f} MB/s in {seconds:.1f} s = "
-                f"{first_sync['ratio_to_raw_proxied']:.2f} x raw (proxied)"
+                f"{rate:,.0f} msg/s (best of runs of "
+                + " and ".join(f"{x:.1f} s" for x in first_sync["runs_seconds"])
+                + f") = {first_sync['ratio_to_raw_proxied']:.2f} x raw (proxied)"
                 + ("  [PROFILED]" if profiler else "")
             )
             print(
                 f"    time inside Mailbox.fetch (IMAP + imapclient parsing): {imap_s:.1f} s "
                 f"({count / imap_s:,.0f} msg/s); parse + store + rest: {seconds - imap_s:.1f} s "
                 f"({(seconds - imap_s) / count * 1000:.2f} ms/msg)"
+            )
+            print(
+                "    CPU seconds: "
+                + ", ".join(f"{key} {value:.1f}" for key, value in cpu.items())
+                + "; raw fetch via proxy: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in out["raw_proxied"]["cpu_seconds"].items())
             )
         else:
             print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from nextround.classifier.extract import choose_reply_to, extract_company, extract_role
+from nextround.classifier.extract import choose_reply_to, extract
 from nextround.classifier.inference import Prediction, RejectionModel
 from nextround.classifier.message import Address, Message
 from nextround.classifier.verdict import JOB_LABELS, Analysis
@@ -31,11 +31,15 @@ def analyse(
 
 
 def combine(
-    message: Message, prediction: Prediction, earlier_contacts: EarlierContacts
+    message: Message,
+    prediction: Prediction,
+    earlier_contacts: EarlierContacts,
+    extracted: tuple[str | None, str | None] | None = None,
 ) -> Analysis:
+    """The verdict with what the mail names; `extracted` is (company, role) when they were
+    found already (`extract`)."""
     job_mail = prediction.label in JOB_LABELS
-    company = extract_company(message) if job_mail else None
-    role = extract_role(message) if job_mail else None
+    company, role = (extracted or extract(message)) if job_mail else (None, None)
     reply_to = None
     if prediction.is_rejection:
         reply_to = choose_reply_to(message, earlier_contacts(company, message))

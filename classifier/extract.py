@@ -25,9 +25,10 @@ in full, then in the subject ("Application for X at Y", "Acme - X", "X - Applica
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from nextround.classifier.message import Address, Message
 
@@ -144,6 +145,15 @@ def is_human_address(address: Address) -> bool:
     return not name or _looks_like_person(name, address) or not _TEAM_NAME.search(name)
 
 
+def human_writers(message: Message, own_email: str) -> list[Address]:
+    """The people who wrote a mail (its sender and reply-to addresses), the user aside."""
+    return [
+        address
+        for address in (message.from_, *message.reply_to)
+        if address and address.email != own_email and is_human_address(address)
+    ]
+
+
 def choose_reply_to(message: Message, earlier_contacts: Sequence[Address] = ()) -> str | None:
     """Where a feedback request should go, lower-cased; None when no person is known.
 
@@ -258,13 +268,25 @@ _QUOTES = "\"'\u2018\u2019\u201c\u201d\u00ab\u00bb"
 # fit many times over; further down is quoted history). Reading more costs, line by line.
 _HEAD, _SUBJECT_LIMIT, _NAME_LIMIT, _EMAIL_LIMIT = 6_000, 1_000, 200, 320
 _SPAN = 120
+Reader = Callable[[], str | None]
 
 
 def extract_company(message: Message) -> str | None:
     """The hiring company's name as the mail writes it, or None when it does not say."""
+    return extract(message)[0]
+
+
+def extract(message: Message) -> tuple[str | None, str | None]:
+    """The company and the role (`extract_company`, `extract_role`): the company needs the
+    role, so this finds it once for both."""
+    role = extract_role(message)
+    return _company(message, role), role
+
+
+def _company(message: Message, role: str | None) -> str | None:
     text, sender = message.text[:_HEAD], message.from_ and _bounded(message.from_)
     subject = _REPLY_PREFIX.sub("", message.subject[:_SUBJECT_LIMIT])
-    role_key = _key(extract_role(message) or "")  # "Acme - Data Analyst": one is the role
+    role_key = _key(role or "")  # "Acme - Data Analyst": one is the role
     candidates = [
         candidate
         for candidate in [*_phrase_candidates(text, "weak"), *_subject_candidates(subject)]
@@ -352,7 +374,16 @@ def _display_company(sender: Address) -> str | None:
 
 def _anchored_mentions(text: str, anchors: list[str]) -> Iterator[tuple[str, str]]:
     """Names in the text that spell the sender's domain or ATS account."""
+    # A name spelled by an anchor holds its first four letters (see _spelled_by): a line
+    # without them for any anchor has no such name, and most lines have none.
+    starts = [anchor[:4] for anchor in anchors if len(anchor) >= 4]
+    whole = _squash(text)
+    if not any(start in whole for start in starts):
+        return
     for line in text.splitlines():
+        squashed = _squash(line)
+        if not any(start in squashed for start in starts):
+            continue
         words = _WORD.findall(line)
         for start, word in enumerate(words[:40]):
             if word[:1].isupper():
@@ -443,8 +474,12 @@ def _same_company(key: str, other: str) -> bool:
 
 def _leading_name(span: str) -> str | None:
     """The capitalised words a span starts with: "Acme Robotics! We..." -> "Acme Robotics"."""
+    line = span.split("\n", 1)[0]
+    first = line.lstrip().lstrip(_QUOTES + "()[]")[:1]
+    if not (first.isupper() or first == "&"):
+        return None  # what the loop below decides on the first word, without splitting all
     words: list[str] = []
-    tokens = _WORD.findall(span.split("\n", 1)[0])[:10]
+    tokens = _WORD.findall(line)[:10]
     for index, token in enumerate(tokens):
         word = token.strip(_QUOTES + "()[]")
         core, lower = word.rstrip(",;:!?"), word.rstrip(",;:!?").lower()
@@ -473,12 +508,22 @@ def _strip_connectors(words: list[str]) -> list[str]:
 
 
 def _fold(value: str) -> str:
+    if value.isascii():  # most text: the same answer without decomposing it
+        return value.lower()
     decomposed = unicodedata.normalize("NFKD", value.casefold())
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
+_NOT_SQUASHED = re.compile(r"[^a-z0-9]+")
+
+
 def _squash(value: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "", _fold(value.replace("&", "and")))
+    value = value.replace("&", "and")
+    if value.isascii():
+        return _NOT_SQUASHED.sub("", value.lower())
+    # _fold, but whatever is not ASCII after decomposing goes anyway, combining or not.
+    folded = unicodedata.normalize("NFKD", value.casefold()).encode("ascii", "ignore")
+    return _NOT_SQUASHED.sub("", folded.decode())
 
 
 def _key(name: str) -> str:
@@ -608,16 +653,23 @@ def extract_role(message: Message) -> str | None:
 
 
 def _framed_titles(source: str) -> Iterator[str]:
-    """Titles framed by a phrase, in the order the source writes them."""
-    found: list[tuple[int, str | None]] = []
-    for capitalised, frames in ((True, _CAPITALISED_FRAMES), (False, _LOWER_CASE_FRAMES)):
+    """Titles framed by a phrase, in the order the source writes them. Read lazily: the
+    caller mostly wants the first, and reading a title costs more than finding its frame."""
+
+    def after(frames: re.Pattern[str], capitalised: bool) -> Iterator[tuple[int, Reader]]:
         for match in frames.finditer(source):
             span = source[match.end() : match.end() + _SPAN]
-            found.append((match.start(), _read_title(span, capitalised)))
-    for match in _NOUN_FRAME.finditer(source):
-        before = _CLAUSE_END.split(source[max(0, match.start() - 90) : match.start()])[-1]
-        found.append((match.start(), _read_title_backwards(before)))
-    for _, title in sorted(found, key=lambda item: item[0]):
+            yield match.start(), functools.partial(_read_title, span, capitalised)
+
+    def before() -> Iterator[tuple[int, Reader]]:
+        for match in _NOUN_FRAME.finditer(source):
+            clause = _CLAUSE_END.split(source[max(0, match.start() - 90) : match.start()])[-1]
+            yield match.start(), functools.partial(_read_title_backwards, clause)
+
+    # Each finds its frames in order; merged by position, ties in this order (merge is stable).
+    frames = (after(_CAPITALISED_FRAMES, True), after(_LOWER_CASE_FRAMES, False), before())
+    for _, read in heapq.merge(*frames, key=lambda item: item[0]):
+        title = read()
         if title:
             yield title
 

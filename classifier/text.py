@@ -42,10 +42,30 @@ class _TextExtractor(HTMLParser):
             self.size += len(data)
 
 
-def html_to_text(html: str) -> str:
-    """Readable text from HTML mail: block elements become line breaks, scripts vanish."""
+def html_to_text(html: str, at_least: int | None = None) -> str:
+    """Readable text from HTML mail: block elements become line breaks, scripts vanish.
+
+    With `at_least`, the HTML is read only until that many characters of text are certain:
+    the result is then a prefix of the whole text, at least that long (or the whole text).
+    """
     extractor = _TextExtractor()
-    extractor.feed(html[: MAX_TEXT_CHARS * 10])
+    html = html[: MAX_TEXT_CHARS * 10]
+    step = max(len(html), 1) if at_least is None else max(2 * at_least, _CHUNK)
+    for start in range(0, len(html), step):
+        extractor.feed(html[start : start + step])
+        # The parser hands over text in order and the layout below only ever changes the
+        # tail, so the text of what it has read is a prefix of the whole text.
+        if at_least is not None and extractor.size >= at_least and start + step < len(html):
+            text = _layout(extractor.parts)
+            if len(text) >= at_least:
+                return text
     extractor.close()
-    lines = (" ".join(line.split()) for line in "".join(extractor.parts).splitlines())
+    return _layout(extractor.parts)
+
+
+_CHUNK = 1_024
+
+
+def _layout(parts: list[str]) -> str:
+    lines = (" ".join(line.split()) for line in "".join(parts).splitlines())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

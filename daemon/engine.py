@@ -14,6 +14,7 @@ import email.parser
 import email.policy
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +22,15 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
-from nextround.classifier.analyse import analyse, combine, no_earlier_contacts
+from nextround.classifier.analyse import combine
 from nextround.classifier.extract import (
     FREEMAIL_DOMAINS,
     extract_company,
+    human_writers,
     is_ats_domain,
     is_human_address,
 )
-from nextround.classifier.inference import RejectionModel
+from nextround.classifier.inference import Prediction, RejectionModel
 from nextround.classifier.message import Address, Message, message_ids
 from nextround.classifier.verdict import Analysis, company_key
 from nextround.daemon import applications as apps
@@ -147,13 +149,13 @@ class CycleReport:
         )
 
 
-# Below this chance of being job mail (rejection or closed), a message is not parsed in full:
-# far under the rejection threshold, so what the full parse would add cannot change a verdict.
 # An application in these states is waiting for an answer.
 REPLY_STATES = (State.REQUESTED, State.FOLLOWED_UP)
-TRIAGE_FLOOR = 0.1
-# A folder with this many new messages (a first sync) is read by a helper process.
+# A folder with this many new messages (a first sync) is read by helper processes: two where
+# there are two cores or more (reading is most of a first sync's work; the daemon fetches and
+# records meanwhile).
 HELPER_FROM = 2_000
+HELPERS = 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 class Engine:
@@ -169,8 +171,8 @@ class Engine:
             Path(config.templates.dir) if config.templates.dir else None
         )
         self.identity = Address(config.identity.name, config.identity.email.lower())
-        # What triage decided for messages it read cheaply, until they are handled.
-        self.decided: dict[str, tuple[Message, Analysis]] = {}
+        # How triage read the messages it decided on, until they are handled.
+        self.decided: dict[str, tuple[Message, Reading]] = {}
         self.helper_from = HELPER_FROM
         lifecycle = config.lifecycle
         self.timing = Timing(lifecycle.follow_up_delay, lifecycle.close_delay, lifecycle.send_delay)
@@ -202,12 +204,18 @@ class Engine:
             self.on_sent(store, message, now)
         elif folder.role == "inbox":
             decided = self.decided.pop(message.message_id, None)
-            if decided is not None and decided[0] is message:
-                analysis, read_fully = decided[1], False
+            reading = decided[1] if decided is not None and decided[0] is message else None
+            if reading is not None and reading.prediction is not None:
+                analysis = self.combine(store, message, reading.prediction, reading.extracted)
+                company = reading.extracted[0] if reading.extracted else None
+                read_fully = reading.full
             else:
                 analysis, read_fully = self.classify(store, message), True
+                company = analysis.company if analysis.job_mail else None
+                if not analysis.job_mail and human_writers(message, self.identity.email):
+                    company = extract_company(message)
             store.save_analysis(row_id, analysis)
-            self.remember_people(store, message, now, read_fully, analysis)
+            self.remember_people(store, message, now, company, guessed=not read_fully)
             if self.report is not None:
                 self.report.analyses.append((message, analysis))
             self.on_inbox(store, message, analysis, now)
@@ -217,18 +225,18 @@ class Engine:
     def triage(
         self, store: Store, folder: FolderRef, batches: Iterator[list[Fetched]], count: int
     ) -> Triaged:
-        """See sync.Triage. INBOX mail is read with the classifier's view of its start, in a
-        helper process when there is a lot of it (a first sync); sent copies are read for
-        their headers; other folders are parsed in full."""
+        """See sync.Triage. INBOX mail is read and classified, in a helper process when there
+        is a lot of it (a first sync); sent copies are read for their headers; other folders
+        are parsed in full."""
         if folder.role not in ("inbox", "sent"):
             for batch in batches:
                 yield batch, [None] * len(batch)
             return
         model = self.model if folder.role == "inbox" else None
         user = self.identity.email
-        helper = None
+        helpers = []
         if model is not None and count >= self.helper_from:
-            helper = Helper.start(model, user)
+            helpers = Helper.start(model, user, HELPERS)
 
         def local(raws: list[Raw]) -> list[Reading | None]:
             try:
@@ -240,7 +248,7 @@ class Engine:
         def raws(batch: list[Fetched]) -> list[Raw]:
             return [(item.raw, item.truncated) for item in batch]
 
-        for batch, readings in read_ahead(batches, raws, local, helper):
+        for batch, readings in read_ahead(batches, raws, local, helpers):
             yield batch, self.decide(store, folder, batch, readings)
 
     def decide(
@@ -250,70 +258,64 @@ class Engine:
         batch: Sequence[Fetched],
         readings: Sequence[Reading | None],
     ) -> list[Message | None]:
-        """Which cheaply read messages are handled as read: in INBOX, those the classifier
-        rules out as job mail, unless they are in a conversation we follow; every sent copy
-        that could be read. The rest (None) are parsed in full."""
+        """Which messages are handled as triage read them: INBOX mail it read in full, and
+        mail it ruled out as job mail unless it is in a conversation we follow; every sent
+        copy it could read. The rest (None) are parsed in full."""
         self.decided.clear()
         if folder.role == "sent":
             return [
-                None if reading is None else with_thread(reading[0], fetched)
+                None if reading is None else with_thread(reading.message, fetched)
                 for fetched, reading in zip(batch, readings, strict=True)
             ]
         followed: set[str] = set()
         for app in apps.all_applications(store):
             followed |= app.known_ids
-        floor = min(TRIAGE_FLOOR, self.model.threshold / 2)  # a threshold set very low wins
         ready: list[Message | None] = []
         for fetched, reading in zip(batch, readings, strict=True):
-            if reading is None or reading[1] is None:
+            if reading is None or reading.prediction is None:
                 ready.append(None)
                 continue
-            message, prediction = with_thread(reading[0], fetched), reading[1]
-            job = 1.0 - prediction.probabilities.get("other", 0.0)
-            if job >= floor or followed.intersection(message.conversation_keys):
-                ready.append(None)
+            message = with_thread(reading.message, fetched)
+            if not reading.full and followed.intersection(message.conversation_keys):
+                ready.append(None)  # in a conversation we follow (a reply?): read it all
             else:
-                analysis = combine(message, prediction, no_earlier_contacts)
-                self.decided[message.message_id] = (message, analysis)
+                self.decided[message.message_id] = (message, reading)
                 ready.append(message)
         return ready
 
     def classify(self, store: Store, message: Message) -> Analysis:
+        [prediction] = self.model.predict([message], [self.identity.email])
+        return self.combine(store, message, prediction)
+
+    def combine(
+        self,
+        store: Store,
+        message: Message,
+        prediction: Prediction,
+        extracted: tuple[str | None, str | None] | None = None,
+    ) -> Analysis:
+        """The analysis, asking the store whom the company's people were (at the moment the
+        message is handled: an earlier message of the same batch may have named them)."""
 
         def earlier(company: str | None, message: Message) -> list[Address]:
             found = store.earlier_contacts(company_key(company), own_domains(message))
             return [address for address in found if address.email != self.identity.email]
 
-        return analyse([message], self.model, earlier, [self.identity.email])[0]
+        return combine(message, prediction, earlier, extracted)
 
     def remember_people(
-        self,
-        store: Store,
-        message: Message,
-        now: datetime,
-        read_fully: bool,
-        analysis: Analysis,
+        self, store: Store, message: Message, now: datetime, company: str | None, *, guessed: bool
     ) -> None:
         """The people who write, with their company: the recruiter who scheduled an interview
         is whom a later no-reply rejection's request goes to. Mail that triage ruled out as
-        job mail is named by its sender's domain alone: reading the company out of the text
-        costs more than everything else done with such a message."""
-        humans = [
-            address
-            for address in (message.from_, *message.reply_to)
-            if address and address.email != self.identity.email and is_human_address(address)
-        ]
-        extracted = ""
-        if humans and read_fully:
-            # Job mail's analysis has the company already: extraction is not cheap.
-            company = analysis.company if analysis.job_mail else extract_company(message)
-            extracted = company_key(company)
-        for address in humans:
-            if read_fully:
-                store.remember_contact(address, extracted, message.message_id, now)
-            else:
+        job mail is named by its sender's domain alone (`guessed`): reading the company out of
+        the text costs more than everything else done with such a message."""
+        for address in human_writers(message, self.identity.email):
+            if guessed:
                 key = domain_key(address)
                 store.remember_contact(address, key, message.message_id, now, guessed=True)
+            else:
+                store.remember_contact(address, company_key(company), message.message_id, now)
 
     # -- what a new message means -----------------------------------------------------------
 

@@ -19,6 +19,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 import mailparser
+from mailparser.utils import decode_header_part
 
 from nextround.classifier.message import (
     MAX_HEADER_CHARS,
@@ -71,16 +72,22 @@ QUICK_PREFIX = 65_536
 _QUICK_MIN_TEXT = 200
 _QUICK_DEPTH, _QUICK_PARTS = 5, 20  # how deep and how many parts the quick walk looks
 _QUICK_HEADERS = ("from", "to", "subject", "date", "message-id", "in-reply-to", "references")
+_READ_HEADERS = (*_QUICK_HEADERS, "reply-to", *_KEPT_HEADERS)
+# Repeated, these read the same in both: addresses from the last, the Message-ID's first id.
+_LAST_OR_FIRST = frozenset(("from", "to", "reply-to", "message-id"))
 
 
-def parse_quick(raw: bytes, *, truncated: bool = False) -> Message | None:
+def parse_quick(
+    raw: bytes, *, truncated: bool = False, text_chars: int | None = None
+) -> Message | None:
     """Headers and the start of the text, with the standard library alone: enough to decide
     whether a message deserves `parse_message` (mail-parser reads all of it, several times
-    slower). None when the prefix does not show enough to decide on."""
+    slower). None when the prefix does not show enough to decide on. With `text_chars`, the
+    text may stop after that many characters (HTML is read only that far)."""
     if not raw.strip():
         return None
     try:
-        items, body = _split(raw[:QUICK_PREFIX])
+        items, body = _split(raw[:QUICK_PREFIX], strict=True)
         plain: list[str] = []
         html: list[str] = []
         if not _text_parts(_Head(items), body, plain, html, _QUICK_DEPTH):
@@ -93,24 +100,38 @@ def parse_quick(raw: bytes, *, truncated: bool = False) -> Message | None:
     first: dict[str, str] = {}
     for name, value in items:
         first.setdefault(name, value)
-    decoded = {
-        name: _decode_words(value)
-        for name, value in first.items()
-        if name in _QUICK_HEADERS or name in _KEPT_HEADERS or name.startswith(_KEPT_PREFIXES)
-    }
+    used = {name for name in first if name in _READ_HEADERS or name.startswith(_KEPT_PREFIXES)}
+    joined = used - _LAST_OR_FIRST  # mail-parser joins their repeats: "a, b"
+    if len(joined) < sum(name in joined for name, _ in items) or not all(
+        _plain_value(first[name]) for name in used
+    ):
+        return None  # mail-parser reads these its own way: let it
+    decoded = {name: _decode_words(first[name]) for name in used if name != "reply-to"}
     if not any(name in decoded for name in ("from", "subject", "date", "message-id", "to")):
         return None
-    text = _text(plain, html)
+    text = _text(plain, html, max(text_chars, _QUICK_MIN_TEXT) if text_chars else None)
     if len(raw) > QUICK_PREFIX and len(text.strip()) < _QUICK_MIN_TEXT:
         return None  # e.g. a large style block before the words: only a full parse can tell
     return _record(raw, decoded, raw_headers, text, truncated)
 
 
-def _text(plain: list[str], html: list[str]) -> str:
-    """The text/plain parts, or else the HTML ones as text."""
+def _plain_value(value: str) -> bool:
+    """A header value the quick reading reads exactly as mail-parser does: encoded-words
+    that decode (it drops or refuses what does not)."""
+    if "=?" not in value:
+        return True
+    try:
+        make_header(decode_header(value))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError, CharsetError):
+        return False
+    return True
+
+
+def _text(plain: list[str], html: list[str], at_least: int | None = None) -> str:
+    """The text/plain parts, or else the HTML ones as text (see `html_to_text`)."""
     if plain:
         return "\n\n".join(plain)
-    return html_to_text("\n".join(html)) if html else ""
+    return html_to_text("\n".join(html), at_least) if html else ""
 
 
 def _record(
@@ -139,11 +160,22 @@ def _record(
     )
 
 
-def _split(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    """A part's header fields (lower-cased name, value) and its body (as bytes)."""
+class _Unread(Exception):
+    """Something the quick reading does not read exactly as the full parse does."""
+
+
+def _split(raw: bytes, *, strict: bool = False) -> tuple[list[tuple[str, str]], bytes]:
+    """A part's header fields (lower-cased name, value) and its body (as bytes). `strict`:
+    raise _Unread rather than read a header block as the email package would."""
     match = _HEADER_END.search(raw)
+    if match is None and strict:
+        raise _Unread("no end of the header block (or line ends the full parse reads its way)")
     header, body = (raw[: match.end()], raw[match.end() :]) if match else (raw, b"")
     items = _fields(header)
+    if items is None and strict:
+        raise _Unread("a header block the email package reads its own way")
+    if strict and not header.isascii():
+        header.decode("utf-8")  # raw 8-bit bytes not UTF-8: mail-parser drops them, we do not
     if items is None:  # something the email package reads its own way: let it
         parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
         items = [(name.lower(), _raw_text(value)) for name, value in parsed.raw_items()]
@@ -242,8 +274,8 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
         return False
     if kind.startswith("multipart/"):
         boundary = params.get("boundary")
-        if not boundary or depth <= 0:
-            return False
+        if not boundary or depth <= 0 or boundary != "".join(boundary.split()):
+            return False  # none, too deep, or white space the email package reads its way
         delimiter = b"\n--" + boundary.encode("latin-1", "replace")
         chunks = (b"\n" + body).split(delimiter, _QUICK_PARTS)
         if len(chunks) == 1:
@@ -253,10 +285,13 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
                 return True  # the closing delimiter
             if len(chunks) > _QUICK_PARTS and chunk is chunks[-1]:
                 return False  # more parts than the quick walk reads
-            items, part_body = _split(chunk.split(b"\n", 1)[1] if b"\n" in chunk else b"")
+            # The line break before a delimiter is the delimiter's: CRLF, or LF.
+            chunk = chunk.removesuffix(b"\r")
+            part = chunk.split(b"\n", 1)[1] if b"\n" in chunk else b""
+            items, part_body = _split(part, strict=True)
             if not _text_parts(_Head(items), part_body, plain, html, depth - 1):
                 return False
-        return True
+        return False  # no closing delimiter: where the last part ends is the full parse's call
     if kind.startswith("message/"):
         return False
     if kind not in ("text/plain", "text/html"):
@@ -266,10 +301,9 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
         return False  # a text file: mail-parser's choice whether it is the body
     payload = _decoded(body, headers.get("content-transfer-encoding") or "")
     charset = params.get("charset", "").lower()
-    try:
-        text = payload.decode(charset if charset.isascii() and charset else "utf-8", "replace")
-    except LookupError:  # an unknown charset
-        text = payload.decode("utf-8", "replace")
+    # Text that is not what its charset says, or an unknown charset: mail-parser has its own
+    # ways with both, so the full parse reads it.
+    text = payload.decode(charset if charset.isascii() and charset else "utf-8")
     (plain if kind == "text/plain" else html).append(text)
     return True
 
@@ -284,7 +318,9 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding == "base64":
         joined = b"".join(body.split())
-        return binascii.a2b_base64(joined[: len(joined) // 4 * 4])
+        if len(joined) % 4:
+            raise _Unread("base64 cut short")  # the email package gives up and keeps it raw
+        return binascii.a2b_base64(joined)
     if encoding == "quoted-printable":
         return binascii.a2b_qp(body)
     return body
@@ -368,12 +404,10 @@ def _addresses(value: str) -> tuple[Address, ...]:
 
 
 def _decode_words(value: str) -> str:
+    """Encoded-words decoded as mail-parser decodes those of the full parse."""
     if "=?" not in value:
         return value  # no encoded-word: nothing to decode
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, HeaderParseError, CharsetError):
-        return value
+    return str(decode_header_part(value))
 
 
 def _date(value: str) -> datetime | None:

@@ -195,14 +195,15 @@ class Store:
 
     # -- messages ------------------------------------------------------------------------
 
-    def known_uid(self, folder: str, uidvalidity: int, uid: int) -> bool:
-        row = self._one(
-            "SELECT 1 FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
-            folder,
-            uidvalidity,
-            uid,
-        )
-        return row is not None
+    def known_uids(self, folder: str, uidvalidity: int) -> set[int]:
+        """The UIDs recorded for a folder in this UIDVALIDITY: one query, not one per UID
+        (a first sync resumed on a large mailbox asks about each of them)."""
+        with storage_errors("reading the recorded messages"):
+            rows = self.connection.execute(
+                "SELECT uid FROM messages WHERE folder = ? AND uidvalidity = ?",
+                (folder, uidvalidity),
+            ).fetchall()
+        return {int(uid) for (uid,) in rows}
 
     def rebind(self, folder: str, message_id: str, uidvalidity: int, uid: int) -> bool:
         """After a UIDVALIDITY change: give a known message its new UID. False if unknown."""

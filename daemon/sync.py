@@ -189,7 +189,8 @@ def _backfill(
             store.set_position(folder.name, folder.role, validity, 0, False, now)
     since = (now - timedelta(days=sync.backfill_days)).date()
     candidates = mailbox.uids_since(since)
-    uids = [uid for uid in candidates if not store.known_uid(folder.name, validity, uid)]
+    known = store.known_uids(folder.name, validity)
+    uids = [uid for uid in candidates if uid not in known]
     if uids and _has_earlier_generation(store, folder.name, validity):
         headers = mailbox.fetch_headers(uids)
         fresh = []

@@ -1,36 +1,45 @@
-"""Triage's cheap reading of new mail: headers and the start of the text (`parse_quick`), and
-the classifier on the first TRIAGE_TEXT characters, a batch at a time.
+"""How new mail is read, a batch at a time. Each message is read cheaply first: headers and the
+start of the text (`parse_quick`), and the classifier on its first TRIAGE_TEXT characters.
+Most mail is ruled out as job mail there. The rest is read in full: parsed (by the quick
+reading itself when the whole message fits its prefix: it reads what mail-parser reads),
+classified on all its text, and what it names extracted.
 
-A first sync reads thousands of messages. There the reading runs in a helper process, one
-batch ahead of the cycle: while the helper reads a batch, the cycle fetches the next and
-records the one before. Run as a program, this module is that helper:
+A first sync reads thousands of messages. There the reading runs in a helper process, ahead
+of the cycle: while its readers read, the cycle fetches the next batches and records the
+ones before. Run as a program, this module is that helper:
 
-    python -P -m nextround.daemon.triage MODEL_FILE FINGERPRINT THRESHOLD USER_ADDRESS
+    python -P -m nextround.daemon.triage MODEL_FILE FINGERPRINT THRESHOLD USER_ADDRESS [FDS]
 
 It loads the stored model (its signature checked, as always, and its fingerprint the
-daemon's: a model retrained meanwhile is refused), then reads pickled batches of
-(raw message, truncated) on stdin and writes each batch's readings to stdout, until stdin
-closes. Both ends are this installation's own processes, connected by pipes.
+daemon's: a model retrained meanwhile is refused). Then it forks a reader for each pair of
+pipe descriptors in FDS ("in,out,in,out..."), and each reader, itself included (stdin and
+stdout), reads pickled batches of (raw message, truncated) and writes each batch's readings
+back, until its input closes. Both ends are this installation's own processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import pickle
 import select
+import signal
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
+from nextround.classifier.extract import extract, extract_company, human_writers
 from nextround.classifier.inference import Prediction, RejectionModel
 from nextround.classifier.message import Message
-from nextround.daemon.parse import parse_quick
+from nextround.classifier.verdict import JOB_LABELS
+from nextround.daemon.parse import QUICK_PREFIX, parse_message, parse_quick
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +48,65 @@ logger = logging.getLogger(__name__)
 # the full classification misses too); bench/classify_eval.py prints the count.
 TRIAGE_TEXT = 600
 
+# Below this chance of being job mail (rejection or closed), a message is not parsed in full:
+# far under the rejection threshold, so what the full parse would add cannot change a verdict.
+TRIAGE_FLOOR = 0.1
+
 PIPE_BYTES = 1 << 20  # Linux allows this much to an unprivileged process
 RECEIVE_SECONDS = 120.0
+READY = "ready"  # what each reader says first, once the model is loaded
 Raw = tuple[bytes, bool]  # (the message as fetched, whether it was cut at the size limit)
-Reading = tuple[Message, Prediction | None]  # None: read for its headers, not classified
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How triage read one message.
+
+    Mail the start of its text rules out as job mail is read cheaply: its `message` keeps only
+    that start of the text (nothing after triage reads more). The rest is read `full`: parsed
+    in full (mail-parser) and classified on all of it, with what it names extracted: (company,
+    role) for job mail, (company, None) for other mail a person wrote, for their contact.
+    """
+
+    message: Message
+    prediction: Prediction | None = None  # None: read for its headers, not classified
+    full: bool = False
+    extracted: tuple[str | None, str | None] | None = None
+
+
+def floor(threshold: float) -> float:
+    return min(TRIAGE_FLOOR, threshold / 2)  # a threshold set very low wins
+
+
 def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[Reading | None]:
-    """Each message read cheaply, with the classifier's view of its start when `model` is
-    given; None for a message the cheap reading does not read (the full parse will)."""
+    """Each message read as cheaply as it allows, classified when `model` is given; None for
+    a message only the cycle's own full parse may read (it records why it cannot)."""
     messages = [_quick(raw, truncated) for raw, truncated in raws]
+    if model is None:
+        return [None if message is None else Reading(message) for message in messages]
     readable = [message for message in messages if message is not None]
-    predictions = iter(prefix_predictions(model, readable, user) if model else [])
-    return [
-        None if message is None else (message, next(predictions) if model else None)
-        for message in messages
-    ]
+    starts = iter(prefix_predictions(model, readable, user))
+    lowest = floor(model.threshold)
+    readings: list[Reading | None] = []
+    deeper = []
+    for index, message in enumerate(messages):
+        prediction = None if message is None else next(starts)
+        if message is None or prediction is None or job_chance(prediction) >= lowest:
+            deeper.append(index)
+            readings.append(None)
+        else:
+            readings.append(Reading(replace(message, text=message.text[:TRIAGE_TEXT]), prediction))
+    parsed = [(index, _full(*raws[index])) for index in deeper]
+    found = [(index, message) for index, message in parsed if message is not None]
+    predictions = model.predict([message for _, message in found], [user])
+    for (index, message), prediction in zip(found, predictions, strict=True):
+        readings[index] = _read_fully(message, prediction, user)
+    return readings
+
+
+def job_chance(prediction: Prediction) -> float:
+    return 1.0 - prediction.probabilities.get("other", 0.0)
 
 
 def prefix_predictions(
@@ -67,65 +118,114 @@ def prefix_predictions(
 
 def _quick(raw: bytes, truncated: bool) -> Message | None:
     try:
-        return parse_quick(raw, truncated=truncated)
+        return parse_quick(raw, truncated=truncated, text_chars=TRIAGE_TEXT)
     except Exception:  # noqa: BLE001 - what the cheap reading trips on, the full parse handles
         return None
 
 
-class Helper:
-    """The helper process; `None` from `start` when it cannot run (the caller reads itself)."""
+def _full(raw: bytes, truncated: bool) -> Message | None:
+    try:
+        if len(raw) <= QUICK_PREFIX and (message := parse_quick(raw, truncated=truncated)):
+            return message  # what parse_message reads (the tests hold the two to it), faster
+        return parse_message(raw, truncated=truncated)
+    except Exception:  # noqa: BLE001 - the cycle parses it again, and records why it fails
+        return None
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+
+def _read_fully(message: Message, prediction: Prediction, user: str) -> Reading | None:
+    try:
+        if prediction.label in JOB_LABELS:
+            extracted: tuple[str | None, str | None] | None = extract(message)
+        elif human_writers(message, user):
+            extracted = (extract_company(message), None)
+        else:
+            extracted = None
+    except Exception:  # noqa: BLE001 - the cycle reads it again, and records why it fails
+        return None
+    return Reading(message, prediction, full=True, extracted=extracted)
+
+
+class Helper:
+    """One reader of the helper process, and the pair of pipes to it.
+
+    The helper process loads the model once, then forks its other readers: they share what it
+    loaded (and the start-up, a good part of a second of CPU), each with pipes of its own.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], to: IO[bytes], back: IO[bytes]) -> None:
         self.process = process
+        self.to, self.back = to, back
+        self._started = False
 
     @classmethod
-    def start(cls, model: RejectionModel, user: str) -> Helper | None:
+    def start(cls, model: RejectionModel, user: str, readers: int = 1) -> list[Helper]:
+        """The helper process's readers; none when it cannot run (the caller reads itself)."""
         if model.source is None or model.fingerprint is None:
-            return None  # not loaded from a file: nothing a helper could load
+            return []  # not loaded from a file: nothing a helper could load
+        pipes = [(os.pipe(), os.pipe()) for _ in range(readers - 1)]  # ((r, w) there, (r, w) back)
+        theirs = [fd for there, back in pipes for fd in (there[0], back[1])]
         # -P: never import from the working directory (python -m would put it on the path).
         command = [sys.executable, "-P", "-m", __name__, str(model.source), model.fingerprint]
-        command += [repr(model.threshold), user]
+        command += [repr(model.threshold), user, ",".join(map(str, theirs))]
         try:
             process = subprocess.Popen(  # our own interpreter and module, no shell
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=theirs
             )
         except OSError as error:
             logger.warning("reading this sync in this process: no helper (%s)", error)
-            return None
-        for pipe in (process.stdin, process.stdout):
-            # A batch is megabytes: with 64 KB pipes, the two processes take turns 4x slower.
-            with contextlib.suppress(OSError, AttributeError):
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[union-attr]
-        return cls(process)
+            return []
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        assert process.stdin is not None and process.stdout is not None  # noqa: S101 - piped
+        ends = [(process.stdin, process.stdout)]
+        ends += [(os.fdopen(there[1], "wb"), os.fdopen(back[0], "rb")) for there, back in pipes]
+        for to, back in ends:
+            for pipe in (to, back):
+                # A batch is megabytes: with 64 KB pipes, the two processes take turns 4x slower.
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        return [cls(process, to, back) for to, back in ends]
+
+    def started(self, wait: float = 0.0) -> bool:
+        """Whether it has loaded the model and reads (it says so first); raises if it died."""
+        if not self._started and select.select([self.back], [], [], wait)[0]:
+            # Safe: our own child process, started above, wrote these bytes to our pipe.
+            said = pickle.load(self.back)  # noqa: S301
+            if said != READY:
+                raise RuntimeError(f"the helper said {said!r}, not that it is ready")
+            self._started = True
+        return self._started
 
     def send(self, raws: list[Raw]) -> None:
-        assert self.process.stdin is not None  # noqa: S101 - opened with a pipe
-        pickle.dump(raws, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.flush()
+        pickle.dump(raws, self.to, protocol=pickle.HIGHEST_PROTOCOL)
+        self.to.flush()
 
     def receive(self) -> list[Reading | None]:
-        assert self.process.stdout is not None  # noqa: S101 - opened with a pipe
         # It writes a batch's readings all at once, when they are done: if nothing comes for
         # this long, it is stuck, and the cycle must not wait for it forever.
-        ready, _, _ = select.select([self.process.stdout], [], [], RECEIVE_SECONDS)
+        ready, _, _ = select.select([self.back], [], [], RECEIVE_SECONDS)
         if not ready:
             raise TimeoutError(f"no answer in {RECEIVE_SECONDS:.0f} s")
         # Safe: our own child process, started above, wrote these bytes to our pipe.
-        readings: list[Reading | None] = pickle.load(self.process.stdout)  # noqa: S301
+        readings: list[Reading | None] = pickle.load(self.back)  # noqa: S301
         return readings
 
-    def close(self) -> None:
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        # First let it see the closed pipes, then ask it to stop, then insist.
-        for end in (None, self.process.terminate, self.process.kill):
+
+def stop(helpers: Sequence[Helper]) -> None:
+    """Close every reader's pipes, then end their process: let it see the closed pipes first
+    (each reader stops at the end of its input), then ask it to stop, then insist."""
+    for helper in helpers:
+        for pipe in (helper.to, helper.back):
+            with contextlib.suppress(OSError):
+                pipe.close()
+    for process in {id(helper.process): helper.process for helper in helpers}.values():
+        for end in (None, process.terminate, process.kill):
             if end is not None:
                 end()
             try:
-                self.process.wait(timeout=2)
-                return
+                process.wait(timeout=2)
+                break
             except subprocess.TimeoutExpired:
                 continue
 
@@ -134,46 +234,64 @@ def read_ahead(
     batches: Iterable[list[T]],
     raws: Callable[[list[T]], list[Raw]],
     local: Callable[[list[Raw]], list[Reading | None]],
-    helper: Helper | None,
+    helpers: Sequence[Helper],
 ) -> Iterator[tuple[list[T], list[Reading | None]]]:
-    """Each batch with its readings, in order. With a helper, batch k+1 goes to it before
-    batch k is yielded, so it reads while the caller works. One batch at a time is in the
-    pipes (a second would deadlock them). If the helper fails, this process reads the rest:
-    a batch is yielded only with its readings, so nothing is lost."""
-    pending: list[T] | None = None  # sent to the helper, not yet received
+    """Each batch with its readings, in order. Each helper reads one batch at a time (a second
+    in its pipes would deadlock them); the next batch goes to a helper before the oldest is
+    yielded, so they read while the caller works. If a helper fails, this process reads the
+    rest: a batch is yielded only with its readings, so nothing is lost."""
+    helping = list(helpers)
+    waiting: deque[tuple[list[T], Helper]] = deque()  # sent to a helper, not yet received
     try:
         for batch in batches:
-            if helper is not None:
+            if helping:
+                done = None
                 try:
-                    done = None if pending is None else (pending, helper.receive())
+                    started = [helper for helper in helping if helper.started()]
+                    if not started:
+                        # They are still loading (most of a second): this process reads
+                        # meanwhile rather than wait. Nothing is waiting, so order holds.
+                        yield batch, local(raws(batch))
+                        continue
+                    if len(waiting) == len(started):  # all are reading: take the oldest's
+                        oldest, helper = waiting[0]
+                        done = (oldest, helper.receive())
+                        waiting.popleft()
+                    else:
+                        helper = next(h for h in started if all(h is not w for _, w in waiting))
                     helper.send(raws(batch))
-                except Exception as error:  # noqa: BLE001 - any failure of the helper: read here
-                    _give_up(helper, error)
-                    helper = None
-                else:
-                    if done is not None:
-                        yield done
-                    pending = batch
+                    waiting.append((batch, helper))
+                    batch = []
+                except Exception as error:  # noqa: BLE001 - any failure of a helper: read here
+                    _give_up(helping, error)
+                    helping = []
+                if done is not None:
+                    yield done
+                if helping:
                     continue
-            for unread in [*([pending] if pending is not None else []), batch]:
-                yield unread, local(raws(unread))
-            pending = None
-        if pending is not None and helper is not None:
+            for unread, _ in [*waiting, (batch, None)]:
+                if unread:
+                    yield unread, local(raws(unread))
+            waiting.clear()
+        while waiting and helping:
+            oldest, helper = waiting[0]
             try:
                 readings = helper.receive()
-            except Exception as error:  # noqa: BLE001 - any failure of the helper: read here
-                _give_up(helper, error)
-                helper = None
-                readings = local(raws(pending))
-            yield pending, readings
+            except Exception as error:  # noqa: BLE001 - any failure of a helper: read here
+                _give_up(helping, error)
+                helping = []
+                break
+            waiting.popleft()
+            yield oldest, readings
+        for unread, _ in waiting:
+            yield unread, local(raws(unread))
     finally:
-        if helper is not None:
-            helper.close()
+        stop(helping)
 
 
-def _give_up(helper: Helper, error: Exception) -> None:
+def _give_up(helpers: Sequence[Helper], error: Exception) -> None:
     logger.warning("the triage helper failed (%s); reading in this process", error)
-    helper.close()
+    stop(helpers)
 
 
 def _main(argv: list[str]) -> int:
@@ -186,7 +304,32 @@ def _main(argv: list[str]) -> int:
         return 2
     model.threshold = float(argv[2])
     user = argv[3]
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    fds = [int(fd) for fd in argv[4].split(",") if fd] if len(argv) > 4 else []
+    readers = []
+    for source, sink in zip(fds[::2], fds[1::2], strict=True):
+        pid = os.fork()
+        if pid == 0:  # a reader of its own, sharing the model loaded above
+            _die_with_parent()
+            for fd in (0, 1, *fds):
+                if fd not in (source, sink):
+                    os.close(fd)
+            with os.fdopen(source, "rb") as into, os.fdopen(sink, "wb") as out:
+                os._exit(_serve(into, out, model, user))
+        os.close(source)
+        os.close(sink)
+        readers.append(pid)
+    status = _serve(sys.stdin.buffer, sys.stdout.buffer, model, user)
+    for pid in readers:  # each ends with its input, which the daemon closes with ours
+        os.waitpid(pid, 0)
+    return status
+
+
+def _serve(source: IO[bytes], sink: IO[bytes], model: RejectionModel, user: str) -> int:
+    try:
+        pickle.dump(READY, sink)
+        sink.flush()
+    except BrokenPipeError:
+        return 0  # the cycle ended before this reader started
     while True:
         try:
             # Safe: our parent process, the only writer of this pipe.
@@ -197,10 +340,27 @@ def _main(argv: list[str]) -> int:
             pickle.dump(read(raws, model, user), sink, protocol=pickle.HIGHEST_PROTOCOL)
             sink.flush()
         except BrokenPipeError:  # the cycle stopped (or failed) and closed its end: so do we
-            # Python's advice: point stdout at devnull, or its flush at exit fails again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            # Python's advice: point the sink at devnull, or its flush at exit fails again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sink.fileno())
             return 0
 
 
+def _die_with_parent() -> None:
+    """A forked reader goes when the helper process goes (Linux): a stop that ends the helper
+    ends them all, even one stuck in a message."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent went before the line above took effect
+        os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    # Run as the module it is, not as __main__: the readings it pickles must name their class
+    # where the daemon finds it (nextround.daemon.triage.Reading).
+    from nextround.daemon import triage
+
+    sys.exit(triage._main(sys.argv[1:]))

@@ -83,7 +83,13 @@ from nextround.daemon.drafts import (
     template_name,
 )
 from nextround.daemon.errors import MessageParseError
-from nextround.daemon.parse import header_message_id, parse_message, synthetic_message_id
+from nextround.daemon.parse import (
+    QUICK_PREFIX,
+    header_message_id,
+    parse_message,
+    parse_quick,
+    synthetic_message_id,
+)
 
 if TYPE_CHECKING:
     from dovecot import MailUser
@@ -821,6 +827,49 @@ def test_generated_mail_keeps_the_contract(raw: bytes) -> None:
             event(f"known bug: {problem.bug}")
     unknown = [problem for problem in problems if problem.bug is None]
     assert not unknown, "\n".join(str(problem) for problem in unknown)
+
+
+# -- the quick reading: triage decides on it, and takes it as the full parse for mail that fits --
+
+
+def quick_agrees(raw: bytes) -> bool:
+    """Whether `parse_quick` read `raw`; when it did, it must read it as the full parse does:
+    a first sync uses it in place of mail-parser for mail within QUICK_PREFIX."""
+    quick = parse_quick(raw)
+    if quick is None or len(raw) > QUICK_PREFIX:
+        return False
+    try:
+        full = parse_message(raw)
+    except MessageParseError as error:
+        pytest.fail(f"read quickly, refused by the full parse: {error}")
+    differences = {
+        name: (getattr(quick, name), getattr(full, name))
+        for name in quick.__dataclass_fields__
+        if getattr(quick, name) != getattr(full, name)
+    }
+    assert not differences, differences
+    return True
+
+
+QUICK_CASES = [case for case in CASES if not case.big]
+
+
+@pytest.mark.parametrize("case", QUICK_CASES, ids=[case.name for case in QUICK_CASES])
+def test_the_quick_reading_declines_or_reads_as_the_full_parse(case: Case) -> None:
+    if not quick_agrees(case.build()):
+        pytest.skip("declined: parsed in full")  # counted, so a decline is seen, not hidden
+
+
+@settings(
+    max_examples=500,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(raw=hostile_messages())
+def test_generated_mail_is_read_quickly_as_the_full_parse_reads_it(raw: bytes) -> None:
+    event("read quickly" if quick_agrees(raw) else "declined")
 
 
 # -- (d) and (e): through the real pipeline -----------------------------------------------------

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from nextround.classifier import text as text_module
 from nextround.classifier.text import html_to_text
 from nextround.daemon.errors import MessageParseError
 from nextround.daemon.parse import (
@@ -149,6 +153,31 @@ def test_unparseable_date_is_none() -> None:
 def test_html_to_text_blocks() -> None:
     text = html_to_text("<div>a</div><div>b<br>c</div>")
     assert [line for line in text.splitlines() if line] == ["a", "b", "c"]
+
+
+_HTML_PIECES = st.sampled_from(
+    ["<p>", "</p>", "<br>", "<div>", "</div>", "<style>", "</style>", "<b>", "</b>", "&amp;",
+     "&nbsp;", "&#233;", "&", "<", ">", " ", "  ", "\n", "\r\n", "\n\n\n", "\t", "word",
+     "Wort", "café", "<!-- c -->", "<a href='x'>", "</a>", "<script>x<y</script>", "\u2028"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_HTML_PIECES, max_size=400), st.integers(1, 100))
+def test_html_read_until_enough_text_is_a_prefix_of_the_whole(
+    pieces: list[str], at_least: int
+) -> None:
+    html = "".join(pieces)
+    with mock.patch.object(text_module, "_CHUNK", 16):  # small steps, so most HTML takes several
+        whole, start = html_to_text(html), html_to_text(html, at_least=at_least)
+    assert whole.startswith(start)
+    assert len(start) >= min(at_least, len(whole))
+
+
+def test_long_html_is_read_only_until_enough_text() -> None:
+    html = "<p>Thank you for applying.</p>" * 20_000
+    start = html_to_text(html, at_least=600)
+    assert 600 <= len(start) < 10_000 and html_to_text(html).startswith(start)
 
 
 MULTIPART = b"""From: "Lee, Sam" <sam.lee@globex.example>

@@ -5,9 +5,11 @@ caller then uses the standard library; they must never read something differentl
 
 from __future__ import annotations
 
+from email.headerregistry import Address
+from email.message import EmailMessage
 from email.message import Message as MimeMessage
 from email.parser import BytesHeaderParser
-from email.policy import compat32
+from email.policy import SMTP, compat32
 from email.utils import getaddresses
 
 import pytest
@@ -260,3 +262,61 @@ def test_an_8bit_message_id_reads_the_same_from_the_header_block() -> None:
     quick = parse_quick(raw)
     assert quick is not None
     assert header_message_id(raw) == quick.message_id == parse_message(raw).message_id
+
+
+# -- whole messages: the quick reading stands in for the full parse -----------------------------
+
+_WORDS = st.sampled_from(
+    ["Thank", "you", "for", "applying", "Müller", "café", "señor", "—", "€", "Ünïcödé", "we",
+     "regret", "\t", "  ", "<b>", "&amp;", "=", "=?", "?=", ".", "\u00a0", "日本"]
+)  # fmt: skip
+_TEXT = st.lists(_WORDS, max_size=60).map(" ".join)
+_LINES = st.lists(_TEXT, min_size=1, max_size=8).map("\n".join)
+
+
+@st.composite
+def ordinary_mail(draw: st.DrawFn) -> bytes:
+    """Mail as mail programs write it (the email package's generator, CRLF on the wire):
+    encoded-word subjects and names, plain, HTML-only, alternative and mixed bodies in
+    7bit, 8bit, quoted-printable or base64, UTF-8 or latin-1, with an attachment or not."""
+    mail = EmailMessage()
+    mail["From"] = Address(draw(_TEXT), "jane.doe", "acme.example")
+    mail["To"] = "Alex <alex@example.org>"
+    mail["Subject"] = draw(_TEXT)
+    mail["Message-ID"] = f"<{draw(st.integers(0, 10**9))}@acme.example>"
+    mail["Date"] = "Tue, 03 Nov 2026 10:00:00 +0100"
+    for name in draw(
+        st.lists(st.sampled_from(["List-Id", "Precedence", "In-Reply-To"]), unique=True)
+    ):
+        mail[name] = "<list.acme.example>"
+    charset = draw(st.sampled_from(["utf-8", "iso-8859-1"]))
+    cte = draw(st.sampled_from(["7bit", "8bit", "quoted-printable", "base64"]))
+    text, html = draw(_LINES), "<p>" + draw(_LINES).replace("\n", "<br>") + "</p>"
+    if charset == "iso-8859-1":
+        text = text.encode("latin-1", "replace").decode("latin-1")
+        html = html.encode("latin-1", "replace").decode("latin-1")
+    if cte == "7bit" and not (text + html).isascii():
+        cte = "8bit"
+    form = draw(st.sampled_from(["plain", "html", "alternative"]))
+    if form in ("plain", "alternative"):
+        mail.set_content(text, charset=charset, cte=cte)
+    if form == "html":
+        mail.set_content(html, subtype="html", charset=charset, cte=cte)
+    if form == "alternative":
+        mail.add_alternative(html, subtype="html", charset=charset, cte=cte)
+    if draw(st.booleans()):
+        mail.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="a.pdf")
+    for number, part in enumerate(mail.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"=_b{number}")  # not the email package's random one
+    return mail.as_bytes(policy=SMTP)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(ordinary_mail())
+def test_ordinary_mail_is_read_quickly_and_as_the_full_parse_reads_it(raw: bytes) -> None:
+    """Triage reads mail that may be job mail and fits in QUICK_PREFIX with the quick reading
+    alone: it must read exactly what mail-parser reads, every field."""
+    quick, full = parse_quick(raw), parse_message(raw)
+    assert quick is not None  # the mail of every day: read quickly
+    assert quick == full

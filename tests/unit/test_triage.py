@@ -1,8 +1,14 @@
-"""Triage: which cheaply read messages the engine parses in full. A rejection must never be
-ruled out; ordinary mail is decided on the spot; sent copies are read for their headers."""
+"""Triage: how new mail is read. A rejection must never be ruled out: it is parsed in full and
+classified on all its text; ordinary mail is decided on its start; sent copies are read for
+their headers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -12,14 +18,16 @@ import pytest
 from nextround.classifier.corpus import load_corpus
 from nextround.classifier.inference import RejectionModel
 from nextround.classifier.persist import load_model
+from nextround.daemon import applications as apps
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
-from nextround.daemon.engine import Engine
+from nextround.daemon.engine import HELPERS, Engine
+from nextround.daemon.lifecycle import State
 from nextround.daemon.mailbox import Fetched
-from nextround.daemon.parse import parse_quick
+from nextround.daemon.parse import parse_message, parse_quick
 from nextround.daemon.store import Store
 from nextround.daemon.sync import FolderRef
 from nextround.daemon.training import MODEL_FILE
-from nextround.daemon.triage import Helper, prefix_predictions
+from nextround.daemon.triage import TRIAGE_TEXT, Helper, floor, job_chance, prefix_predictions
 
 INBOX, SENT = FolderRef("inbox", "INBOX", "config"), FolderRef("sent", "Sent", "config")
 
@@ -72,49 +80,81 @@ def fetched(raws: list[bytes]) -> list[Fetched]:
     return [Fetched(uid, raw, len(raw), 10_000_000) for uid, raw in enumerate(raws, 1)]
 
 
-def triaged(engine: Engine, store: Store, folder: FolderRef, raws: list[bytes]) -> list[bool]:
-    """For each message, whether triage leaves it to the full parse."""
+def triaged(engine: Engine, store: Store, folder: FolderRef, raws: list[bytes]) -> list[str]:
+    """For each message, how triage read it: "full", "quick", or "left" to the full parse."""
     batch = fetched(raws)
     [(same, ready)] = list(engine.triage(store, folder, iter([batch]), len(batch)))
     assert same == batch
-    return [message is None for message in ready]
+    out = []
+    for message in ready:
+        decided = None if message is None else engine.decided.get(message.message_id)
+        assert message is None or folder == SENT or (decided and decided[0] is message)
+        out.append(
+            "left" if message is None else "full" if decided and decided[1].full else "quick"
+        )
+    return out
 
 
-@pytest.mark.parametrize("raw", [REJECTION, CLOSED], ids=["rejection", "closed"])
-def test_job_mail_is_parsed_in_full(engine: Engine, store: Store, raw: bytes) -> None:
-    assert triaged(engine, store, INBOX, [raw]) == [True]
+@pytest.mark.parametrize(
+    ("raw", "label", "company"),
+    [(REJECTION, "rejection", "Brightloom"), (CLOSED, "closed", "Fernhill")],
+    ids=["rejection", "closed"],
+)
+def test_job_mail_is_parsed_and_classified_in_full(
+    engine: Engine, store: Store, raw: bytes, label: str, company: str
+) -> None:
+    assert triaged(engine, store, INBOX, [raw]) == ["full"]
+    [(message, reading)] = engine.decided.values()
+    assert message == parse_message(raw)  # what the cycle's own full parse reads
+    assert reading.prediction is not None and reading.prediction.label == label
+    assert reading.extracted is not None and reading.extracted[0] == company
 
 
-def test_every_corpus_rejection_reaches_the_full_parse(engine: Engine, store: Store) -> None:
+def test_every_corpus_rejection_reaches_the_full_parse(engine: Engine) -> None:
     """On its first TRIAGE_TEXT characters, no rejection or closed position of the shipped corpus
     scores under the triage floor. (The model has seen these mails: this guards the prefix
     and the floor; bench/classify_eval.py measures the margin on mail it has not seen.)"""
     job = [example.message for example in load_corpus() if example.label != "other"]
     predictions = prefix_predictions(engine.model, job, engine.identity.email)
-    readings = list(zip(job, predictions, strict=True))
-    batch = [Fetched(uid, b"", 0, 1) for uid in range(1, len(job) + 1)]
-    ready = engine.decide(store, INBOX, batch, readings)
+    lowest = floor(engine.model.threshold)
     assert len(job) > 1000
-    ruled_out = [m.subject for m, r in zip(job, ready, strict=True) if r is not None]
+    ruled_out = [m.subject for m, p in zip(job, predictions, strict=True) if job_chance(p) < lowest]
     assert not ruled_out, ruled_out[:5]
 
 
-def test_ordinary_mail_is_decided_on_the_spot(engine: Engine, store: Store) -> None:
+def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store: Store) -> None:
     raw = eml(
         "Garden Weekly <news@gardenweekly.example>",
         "Ten links about tomatoes",
-        "This week: compost, ladders and a tomato that grew through a fence.\n",
+        "This week: compost, ladders and a tomato that grew through a fence.\n" * 40,
         List_Unsubscribe="<mailto:leave@gardenweekly.example>",
     )
-    message = parse_quick(raw)
-    assert message is not None
-    assert triaged(engine, store, INBOX, [raw]) == [False]
-    analysis = engine.decided[message.message_id][1]
-    assert analysis.label == "other" and not analysis.is_rejection
+    assert triaged(engine, store, INBOX, [raw]) == ["quick"]
+    [(message, reading)] = engine.decided.values()
+    assert reading.prediction is not None and reading.prediction.label == "other"
+    assert message.text == (parse_quick(raw) or message).text[:TRIAGE_TEXT]  # what it read
+
+
+def test_a_reply_in_a_followed_conversation_is_left_to_the_full_parse(
+    engine: Engine, store: Store
+) -> None:
+    thanks = eml(
+        "Garden Weekly <news@gardenweekly.example>",
+        "Re: tomatoes",
+        "Thanks, see you at the allotment.\n",
+        In_Reply_To="<request@example.org>",
+    )
+    assert triaged(engine, store, INBOX, [thanks]) == ["quick"]
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    with store.transaction():
+        apps.open_application(
+            store, now, State.REQUESTED, rejection_message_id="<request@example.org>"
+        )
+    assert triaged(engine, store, INBOX, [thanks]) == ["left"]
 
 
 def test_sent_copies_are_read_for_their_headers_only(engine: Engine, store: Store) -> None:
-    assert triaged(engine, store, SENT, [REJECTION]) == [False]
+    assert triaged(engine, store, SENT, [REJECTION]) == ["quick"]
 
 
 # -- the helper process a first sync reads in ------------------------------------------------
@@ -132,16 +172,38 @@ BATCHES = [
 
 
 def run_triage(
-    engine: Engine, store: Store, helpers: list[Helper], *, kill_after: int | None = None
-) -> list[list[str | None]]:
-    """Triage BATCHES; for each message, the Message-ID triage decided on, or None."""
+    engine: Engine,
+    store: Store,
+    helpers: list[Helper],
+    *,
+    kill_after: int | None = None,
+    kill: int = 0,
+) -> list[list[tuple[str, bool, str] | None]]:
+    """Triage BATCHES; for each message triage decided on, its Message-ID, whether it was read
+    in full and its label; None for one left to the full parse."""
     batches = [fetched(batch) for batch in BATCHES]
     out = []
     for number, (_, ready) in enumerate(engine.triage(store, INBOX, iter(batches), 10)):
-        out.append([None if message is None else message.message_id for message in ready])
+        decided = [None if m is None else engine.decided[m.message_id][1] for m in ready]
+        out.append(
+            [
+                None if r is None or r.prediction is None
+                else (r.message.message_id, r.full, r.prediction.label)
+                for r in decided
+            ]
+        )  # fmt: skip
         if kill_after is not None and number == kill_after:
-            helpers[0].process.kill()
+            os.kill(reader_pid(helpers, kill), signal.SIGKILL)
     return out
+
+
+def reader_pid(helpers: list[Helper], number: int) -> int:
+    """The process of a reader: the helper process itself, or one it forked (Linux)."""
+    pid = helpers[0].process.pid
+    if number == 0:
+        return pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(sorted(children, key=int)[number - 1])
 
 
 @pytest.fixture
@@ -151,44 +213,99 @@ def helpers(monkeypatch: pytest.MonkeyPatch) -> list[Helper]:
     started: list[Helper] = []
     start = Helper.start
 
-    def recording(model: RejectionModel, user: str) -> Helper | None:
-        helper = start(model, user)
-        if helper is not None:
-            started.append(helper)
-        return helper
+    def recording(model: RejectionModel, user: str, readers: int = 1) -> list[Helper]:
+        readers_started = start(model, user, readers)
+        for reader in readers_started:  # so that they, not this process, read every batch
+            with contextlib.suppress(Exception):  # one that fails is a test's own business
+                reader.started(wait=60)
+        started.extend(readers_started)
+        return readers_started
 
     monkeypatch.setattr(Helper, "start", recording)
     return started
 
 
 def test_a_helper_process_reads_as_this_process_reads(
-    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
+    engine: Engine,
+    store: Store,
+    helpers: list[Helper],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     expected = run_triage(engine, store, helpers)  # 10 messages: read here
     assert helpers == []
-    assert [len([m for m in batch if m]) for batch in expected] == [2, 1, 3, 1]
+    assert [[m and m[1:] for m in batch] for batch in expected] == [
+        [(True, "rejection"), (False, "other"), None, (False, "other")],
+        [(False, "other"), (True, "closed")],
+        [(False, "other")] * 3,
+        [(False, "other")],
+    ]
     monkeypatch.setattr(engine, "helper_from", 1)
     assert run_triage(engine, store, helpers) == expected
-    assert len(helpers) == 1 and helpers[0].process.wait(timeout=10) == 0
+    assert len(helpers) == HELPERS and helpers[0].process.wait(timeout=10) == 0
+    assert "helper failed" not in caplog.text  # the helper read them, not this process
 
 
-def test_when_the_helper_dies_this_process_reads_the_rest(
-    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("kill", "kill_after"), [(0, 0), (1, 0), (0, 2), (1, 1)])
+def test_when_a_helper_dies_this_process_reads_the_rest(
+    engine: Engine,
+    store: Store,
+    helpers: list[Helper],
+    monkeypatch: pytest.MonkeyPatch,
+    kill: int,
+    kill_after: int,
 ) -> None:
+    """Whichever helper dies, at whichever batch: every batch comes, in order, read."""
     expected = run_triage(engine, store, helpers)
     monkeypatch.setattr(engine, "helper_from", 1)
-    assert run_triage(engine, store, helpers, kill_after=0) == expected
-    assert helpers[0].process.poll() is not None
+    monkeypatch.setattr("nextround.daemon.engine.HELPERS", 2)
+    assert run_triage(engine, store, helpers, kill_after=kill_after, kill=kill) == expected
+    assert all(helper.process.poll() is not None for helper in helpers)  # all closed
+
+
+def test_batches_that_come_while_the_helper_starts_are_read_here(
+    engine: Engine, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = run_triage(engine, store, [])
+    monkeypatch.setattr(engine, "helper_from", 1)
+    # Readers that have not said they are ready get nothing: this process reads meanwhile.
+    monkeypatch.setattr(Helper, "started", lambda self, wait=0.0: False)
+    started: list[Helper] = []
+    start = Helper.start
+
+    def recording(model: RejectionModel, user: str, readers: int = 1) -> list[Helper]:
+        started.extend(start(model, user, readers))
+        return started
+
+    monkeypatch.setattr(Helper, "start", recording)
+    assert run_triage(engine, store, started) == expected
+    assert started and started[0].process.wait(timeout=10) == 0  # and it is stopped
 
 
 def test_a_stopped_sync_stops_its_helper(
     engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine, "helper_from", 1)
+    monkeypatch.setattr("nextround.daemon.engine.HELPERS", 2)
     triage = engine.triage(store, INBOX, iter([fetched([raw]) for raw in ORDINARY]), 10)
     next(triage)
+    forked = reader_pid(helpers, 1)
     triage.close()  # what a stop (or an error) in the cycle does
-    assert helpers[0].process.wait(timeout=10) == 0
+    assert helpers and helpers[0].process.wait(timeout=10) == 0
+    assert gone(forked)
+
+
+def gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie waiting for a reaper has)."""
+    for _ in range(100):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_a_helper_refuses_a_model_retrained_since_the_daemon_loaded_its_own(
@@ -199,4 +316,4 @@ def test_a_helper_refuses_a_model_retrained_since_the_daemon_loaded_its_own(
     # What `nextround train` would change:
     monkeypatch.setattr(engine.model, "fingerprint", "0123456789abcdef")
     assert run_triage(engine, store, helpers) == expected  # read here instead
-    assert helpers[0].process.wait(timeout=10) != 0
+    assert helpers and helpers[0].process.wait(timeout=10) != 0
