@@ -851,13 +851,10 @@ def quick_agrees(raw: bytes) -> bool:
     return True
 
 
-QUICK_CASES = [case for case in CASES if not case.big]
-
-
-@pytest.mark.parametrize("case", QUICK_CASES, ids=[case.name for case in QUICK_CASES])
-def test_the_quick_reading_declines_or_reads_as_the_full_parse(case: Case) -> None:
-    if not quick_agrees(case.build()):
-        pytest.skip("declined: parsed in full")  # counted, so a decline is seen, not hidden
+def test_the_quick_reading_declines_or_reads_as_the_full_parse() -> None:
+    """Every case of the corpus: declined (parsed in full), or read exactly as in full."""
+    read = [case.name for case in CASES if not case.big and quick_agrees(case.build())]
+    assert len(read) >= 30, read  # the corpus's ordinary-looking mail is read quickly
 
 
 @settings(
