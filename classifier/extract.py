@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from nextround.classifier.message import Address, Message
+from nextround.classifier.verdict import company_key
 
 ATS_DOMAINS = frozenset(
     "greenhouse.io greenhouse-mail.io lever.co myworkday.com workday.com smartrecruiters.com "
@@ -152,6 +153,21 @@ def human_writers(message: Message, own_email: str) -> list[Address]:
         for address in (message.from_, *message.reply_to)
         if address and address.email != own_email and is_human_address(address)
     ]
+
+
+_SECOND_LEVEL = {"co", "com", "ac", "org", "net", "gov", "or", "ne", "edu"}
+
+
+def domain_key(address: Address) -> str:
+    """The company a domain names (brightloom.io, mail.brightloom.co.uk -> "brightloom"), or
+    "" for an applicant-tracking system or a free mail provider."""
+    domain = address.domain
+    if is_ats_domain(domain) or domain in FREEMAIL_DOMAINS:
+        return ""
+    labels = domain.split(".")
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        return company_key(labels[-3])
+    return company_key(labels[-2]) if len(labels) >= 2 else ""
 
 
 def choose_reply_to(message: Message, earlier_contacts: Sequence[Address] = ()) -> str | None:

@@ -99,21 +99,6 @@ def own_domains(message: Message) -> list[str]:
     ]
 
 
-_SECOND_LEVEL = {"co", "com", "ac", "org", "net", "gov", "or", "ne", "edu"}
-
-
-def domain_key(address: Address) -> str:
-    """The company a domain names (brightloom.io, mail.brightloom.co.uk -> "brightloom"), or
-    "" for an applicant-tracking system or a free mail provider."""
-    domain = address.domain
-    if is_ats_domain(domain) or domain in FREEMAIL_DOMAINS:
-        return ""
-    labels = domain.split(".")
-    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
-        return company_key(labels[-3])
-    return company_key(labels[-2]) if len(labels) >= 2 else ""
-
-
 @dataclass(frozen=True)
 class Recovered:
     """A draft found after a crash: its Message-ID, and its sent copy when already sent."""
@@ -207,15 +192,20 @@ class Engine:
             reading = decided[1] if decided is not None and decided[0] is message else None
             if reading is not None and reading.prediction is not None:
                 analysis = self.combine(store, message, reading.prediction, reading.extracted)
-                company = reading.extracted[0] if reading.extracted else None
-                read_fully = reading.full
+                contacts, guessed = reading.contacts, not reading.full
             else:
-                analysis, read_fully = self.classify(store, message), True
-                company = analysis.company if analysis.job_mail else None
-                if not analysis.job_mail and human_writers(message, self.identity.email):
-                    company = extract_company(message)
+                analysis, guessed = self.classify(store, message), False
+                writers = human_writers(message, self.identity.email)
+                job_or_nobody = analysis.job_mail or not writers  # no extraction needed
+                key = company_key(analysis.company if job_or_nobody else extract_company(message))
+                contacts = tuple((writer, key) for writer in writers)
             store.save_analysis(row_id, analysis)
-            self.remember_people(store, message, now, company, guessed=not read_fully)
+            # The recruiter who scheduled an interview is whom a later no-reply rejection's
+            # request goes to. Mail that triage ruled out as job mail files its writers under
+            # their domain's name (`guessed`): reading the company out of the text costs more
+            # than everything else done with such a message.
+            for address, key in contacts:
+                store.remember_contact(address, key, message.message_id, now, guessed=guessed)
             if self.report is not None:
                 self.report.analyses.append((message, analysis))
             self.on_inbox(store, message, analysis, now)
@@ -302,20 +292,6 @@ class Engine:
             return [address for address in found if address.email != self.identity.email]
 
         return combine(message, prediction, earlier, extracted)
-
-    def remember_people(
-        self, store: Store, message: Message, now: datetime, company: str | None, *, guessed: bool
-    ) -> None:
-        """The people who write, with their company: the recruiter who scheduled an interview
-        is whom a later no-reply rejection's request goes to. Mail that triage ruled out as
-        job mail is named by its sender's domain alone (`guessed`): reading the company out of
-        the text costs more than everything else done with such a message."""
-        for address in human_writers(message, self.identity.email):
-            if guessed:
-                key = domain_key(address)
-                store.remember_contact(address, key, message.message_id, now, guessed=True)
-            else:
-                store.remember_contact(address, company_key(company), message.message_id, now)
 
     # -- what a new message means -----------------------------------------------------------
 

@@ -37,6 +37,9 @@ CONNECT_TIMEOUT = 15.0
 FETCH_GROUP_MESSAGES = 100
 FETCH_GROUP_BYTES = 16 * 1024 * 1024
 SIZE_QUERY_CHUNK = 1000
+# Larger than this, a message's size is asked before it is fetched; a group of the others
+# stays within FETCH_GROUP_BYTES.
+LARGE_MESSAGE = FETCH_GROUP_BYTES // FETCH_GROUP_MESSAGES
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 
 
@@ -196,28 +199,28 @@ class ImapMailbox:
     def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
         for start in range(0, len(uids), SIZE_QUERY_CHUNK):
             chunk = list(uids[start : start + SIZE_QUERY_CHUNK])
-            with self._errors("fetching sizes"):
-                sizes = {
-                    uid: int(data.get(b"RFC822.SIZE", 0))
-                    for uid, data in self.client.fetch(chunk, [b"RFC822.SIZE"]).items()
-                }
-            # A message expunged meanwhile is simply absent from `sizes`.
-            present = [uid for uid in chunk if uid in sizes]
-            for group in _groups(present, sizes, max_bytes):
-                yield from self._fetch_group(group, sizes, max_bytes)
+            # Memory stays bounded without asking every message's size (parsing that answer
+            # was a tenth of a first sync's IMAP time): only the few large ones are asked.
+            with self._errors("looking for large messages"):
+                large = self.client.search(["UID", _uid_set(chunk), "LARGER", LARGE_MESSAGE])
+            sizes = dict.fromkeys(chunk, LARGE_MESSAGE)  # at most, for all the others
+            if large:
+                with self._errors("fetching sizes"):
+                    found = self.client.fetch(sorted(large), [b"RFC822.SIZE"])
+                sizes |= {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in found.items()}
+            for group in _groups(chunk, sizes, max_bytes):
+                yield from self._fetch_group(group, max_bytes)
 
-    def _fetch_group(
-        self, group: list[int], sizes: dict[int, int], max_bytes: int
-    ) -> Iterator[Fetched]:
-        items = [f"BODY.PEEK[]<0.{max_bytes}>".encode()]
+    def _fetch_group(self, group: list[int], max_bytes: int) -> Iterator[Fetched]:
+        items = [b"RFC822.SIZE", f"BODY.PEEK[]<0.{max_bytes}>".encode()]
         if self.gmail:
             items.append(b"X-GM-THRID")
         with self._errors("fetching messages"):
             response = self.client.fetch(group, items)
         for uid in group:
             data = response.pop(uid, None)
-            if data is not None:
-                yield fetched(uid, data, sizes[uid], max_bytes)
+            if data is not None:  # a message expunged meanwhile is simply absent
+                yield fetched(uid, data, int(data.get(b"RFC822.SIZE", 0)), max_bytes)
 
     def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
         result: dict[int, bytes] = {}
@@ -289,6 +292,17 @@ def fetched(uid: int, data: dict[bytes, Any], size: int, limit: int) -> Fetched:
         limit=limit,
         thread=f"x-gm-thrid:{thread}" if str(thread or "").isdigit() else "",
     )
+
+
+def _uid_set(uids: Sequence[int]) -> str:
+    """An IMAP UID set, runs written as ranges: "1:40,42,45:99"."""
+    runs: list[list[int]] = []
+    for uid in sorted(uids):
+        if runs and uid == runs[-1][1] + 1:
+            runs[-1][1] = uid
+        else:
+            runs.append([uid, uid])
+    return ",".join(f"{low}:{high}" if high > low else str(low) for low, high in runs)
 
 
 def _groups(uids: list[int], sizes: dict[int, int], max_bytes: int) -> Iterator[list[int]]:

@@ -35,10 +35,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TypeVar
 
-from nextround.classifier.extract import extract, extract_company, human_writers
+from nextround.classifier.extract import domain_key, extract, extract_company, human_writers
 from nextround.classifier.inference import Prediction, RejectionModel
-from nextround.classifier.message import Message
-from nextround.classifier.verdict import JOB_LABELS
+from nextround.classifier.message import Address, Message
+from nextround.classifier.verdict import JOB_LABELS, company_key
 from nextround.daemon.parse import QUICK_PREFIX, parse_message, parse_quick
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class Reading:
     prediction: Prediction | None = None  # None: read for its headers, not classified
     full: bool = False
     extracted: tuple[str | None, str | None] | None = None
+    # The people who wrote it, each with the company key to file them under: the one read
+    # out of the text when read in full, else their domain's (`domain_key`).
+    contacts: tuple[tuple[Address, str], ...] = ()
 
 
 def floor(threshold: float) -> float:
@@ -96,7 +99,10 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
             deeper.append(index)
             readings.append(None)
         else:
-            readings.append(Reading(replace(message, text=message.text[:TRIAGE_TEXT]), prediction))
+            start = replace(message, text=message.text[:TRIAGE_TEXT])
+            writers = human_writers(message, user)
+            contacts = tuple((writer, domain_key(writer)) for writer in writers)
+            readings.append(Reading(start, prediction, contacts=contacts))
     parsed = [(index, _full(*raws[index])) for index in deeper]
     found = [(index, message) for index, message in parsed if message is not None]
     predictions = model.predict([message for _, message in found], [user])
@@ -134,15 +140,18 @@ def _full(raw: bytes, truncated: bool) -> Message | None:
 
 def _read_fully(message: Message, prediction: Prediction, user: str) -> Reading | None:
     try:
+        writers = human_writers(message, user)
         if prediction.label in JOB_LABELS:
             extracted: tuple[str | None, str | None] | None = extract(message)
-        elif human_writers(message, user):
+        elif writers:
             extracted = (extract_company(message), None)
         else:
             extracted = None
     except Exception:  # noqa: BLE001 - the cycle reads it again, and records why it fails
         return None
-    return Reading(message, prediction, full=True, extracted=extracted)
+    key = company_key(extracted[0] if extracted else None)
+    contacts = tuple((writer, key) for writer in writers)
+    return Reading(message, prediction, full=True, extracted=extracted, contacts=contacts)
 
 
 class Helper:

@@ -13,6 +13,7 @@ from dovecot import Dovecot, MailUser
 from support import ConfigWriter, run_cli
 
 from nextround.classifier.message import Message
+from nextround.daemon import imap
 from nextround.daemon.config import Config, load_config
 from nextround.daemon.errors import StorageError
 from nextround.daemon.mailbox import Fetched
@@ -278,6 +279,43 @@ def test_oversized_message_is_fetched_as_a_bounded_prefix(
     size = store.connection.execute("SELECT size FROM messages").fetchone()[0]
     assert size > 300_000
     store.close()
+
+
+def test_large_and_small_messages_come_in_order_with_their_sizes(
+    mailbox_user: MailUser, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only messages over LARGE_MESSAGE have their size asked first (SEARCH LARGER finds
+    them); every message comes with its RFC822.SIZE, in UID order, cut at the limit."""
+    monkeypatch.setattr(imap, "LARGE_MESSAGE", 50_000)
+    monkeypatch.setattr(imap, "FETCH_GROUP_BYTES", 200_000)  # groups of at most 4 small ones
+    config = load_config(write_config(mailbox_user))
+    lengths = [2_000, 120_000, 3_000, 400_000, 1_000, 10, 20, 30, 40, 50]
+    for number, length in enumerate(lengths, 1):
+        mailbox_user.append("INBOX", mail(number, size=length))
+    with mailbox_user.client() as client:
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        sizes = client.fetch(uids, ["RFC822.SIZE"])
+        expected = {uid: data[b"RFC822.SIZE"] for uid, data in sizes.items()}
+    session = open_session(config)
+    try:
+        session.mailbox.select("INBOX")
+        got = list(session.mailbox.fetch(sorted(expected), 300_000))
+    finally:
+        session.close()
+    assert [item.uid for item in got] == sorted(expected)
+    assert {item.uid: item.size for item in got} == expected
+    assert [item.truncated for item in got] == [length > 290_000 for length in lengths]
+    assert [parse_message(item.raw).message_id for item in got[:3]] == [
+        "<msg-1@example.com>",
+        "<msg-2@example.com>",
+        "<msg-3@example.com>",
+    ]
+
+
+def test_uid_sets_are_written_as_ranges() -> None:
+    assert imap._uid_set([5, 1, 2, 3, 9, 10, 7]) == "1:3,5,7,9:10"
+    assert imap._uid_set([4]) == "4"
 
 
 def test_once_and_status_from_the_command_line(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from nextround.classifier.extract import domain_key
 from nextround.classifier.message import Address
-from nextround.daemon.engine import domain_key
 from nextround.daemon.store import Store
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
