@@ -50,12 +50,17 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
     """
     extractor = _TextExtractor()
     html = html[: MAX_TEXT_CHARS * 10]
-    step = max(len(html), 1) if at_least is None else max(2 * at_least, _CHUNK)
-    for start in range(0, len(html), step):
-        extractor.feed(html[start : start + step])
+    step = len(html) if at_least is None else max(2 * at_least, _CHUNK)
+    start = 0
+    while start < len(html):
+        # Pieces end before a "<": no character reference or tag is split between two.
+        end = html.find("<", start + step)
+        end = len(html) if end < 0 else end
+        extractor.feed(html[start:end])
+        start = end
         # The parser hands over text in order and the layout below only ever changes the
         # tail, so the text of what it has read is a prefix of the whole text.
-        if at_least is not None and extractor.size >= at_least and start + step < len(html):
+        if at_least is not None and extractor.size >= at_least and start < len(html):
             text = _layout(extractor.parts)
             if len(text) >= at_least:
                 return text

@@ -140,7 +140,7 @@ REPLY_STATES = (State.REQUESTED, State.FOLLOWED_UP)
 # there are two cores or more (reading is most of a first sync's work; the daemon fetches and
 # records meanwhile).
 HELPER_FROM = 2_000
-HELPERS = 2 if (os.cpu_count() or 1) >= 2 else 1
+HELPERS = 2 if len(os.sched_getaffinity(0)) >= 2 else 1  # the cores this process may use
 
 
 class Engine:

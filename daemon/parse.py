@@ -7,6 +7,7 @@ caller records it and goes on with the next message.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import logging
 import re
@@ -73,6 +74,9 @@ _QUICK_MIN_TEXT = 200
 _QUICK_DEPTH, _QUICK_PARTS = 5, 20  # how deep and how many parts the quick walk looks
 _QUICK_HEADERS = ("from", "to", "subject", "date", "message-id", "in-reply-to", "references")
 _READ_HEADERS = (*_QUICK_HEADERS, "reply-to", *_KEPT_HEADERS)
+_SEVEN_BIT = (bytes(range(128)), b"\x1b$B$*5'\x1b(B", b"\x1b$)C\x0e!!\x0f", b"+AGE-", b"~{<:~}")
+# What may follow a boundary on its delimiter line, as the email package reads it.
+_DELIMITER_END = re.compile(rb"(?:--)?[ \t]*")
 # Repeated, these read the same in both: addresses from the last, the Message-ID's first id.
 _LAST_OR_FIRST = frozenset(("from", "to", "reply-to", "message-id"))
 
@@ -281,7 +285,10 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
         if len(chunks) == 1:
             return False  # no delimiter at all: the full parse decides what the text is
         for chunk in chunks[1:]:
-            if chunk.startswith(b"--"):
+            line = chunk.split(b"\n", 1)[0].rstrip(b"\r")
+            if not _DELIMITER_END.fullmatch(line):
+                return False  # "--b1x" is not the delimiter "--b1": lines the parse reads its way
+            if line.startswith(b"--"):
                 return True  # the closing delimiter
             if len(chunks) > _QUICK_PARTS and chunk is chunks[-1]:
                 return False  # more parts than the quick walk reads
@@ -295,17 +302,30 @@ def _text_parts(headers: _Head, body: bytes, plain: list[str], html: list[str], 
     if kind.startswith("message/"):
         return False
     if kind not in ("text/plain", "text/html"):
-        return True  # an attachment: not text
+        # mail-parser takes any .../plain or .../html part for text: let it.
+        return kind.rpartition("/")[2] not in ("plain", "html")
     disposition = headers.get("content-disposition")
     if params.get("name") or (disposition is not None and _is_file(disposition)):
         return False  # a text file: mail-parser's choice whether it is the body
     payload = _decoded(body, headers.get("content-transfer-encoding") or "")
-    charset = params.get("charset", "").lower()
-    # Text that is not what its charset says, or an unknown charset: mail-parser has its own
-    # ways with both, so the full parse reads it.
-    text = payload.decode(charset if charset.isascii() and charset else "utf-8")
-    (plain if kind == "text/plain" else html).append(text)
+    charset = params.get("charset", "").lower() or "utf-8"
+    if not _ascii_compatible(charset):
+        return False  # ISO-2022-JP, UTF-7, EBCDIC...: mail-parser keeps 7-bit text as it is
+    # Text that is not what its charset says: mail-parser has its own ways with it.
+    text = payload.decode(charset)
+    if text:  # mail-parser keeps no empty part (an empty text/plain beside the HTML one)
+        (plain if kind == "text/plain" else html).append(text)
     return True
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_compatible(charset: str) -> bool:
+    """A known charset that reads 7-bit bytes as ASCII: not one with shifts or escapes in
+    them (ISO-2022, UTF-7, HZ), nor EBCDIC or UTF-16."""
+    try:
+        return all(sample.decode(charset) == sample.decode("ascii") for sample in _SEVEN_BIT)
+    except (LookupError, UnicodeError, ValueError):
+        return False
 
 
 def _is_file(disposition: str) -> bool:
@@ -315,7 +335,9 @@ def _is_file(disposition: str) -> bool:
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
-    encoding = encoding.strip().lower()
+    if encoding != encoding.strip():
+        raise _Unread("white space around the transfer encoding")  # the email package keeps it
+    encoding = encoding.lower()
     if encoding == "base64":
         joined = b"".join(body.split())
         if len(joined) % 4:
@@ -404,10 +426,14 @@ def _addresses(value: str) -> tuple[Address, ...]:
 
 
 def _decode_words(value: str) -> str:
-    """Encoded-words decoded as mail-parser decodes those of the full parse."""
+    """Encoded-words decoded as mail-parser decodes those of the full parse; the value as it
+    is when they cannot be (a charset name with a NUL in it, say)."""
     if "=?" not in value:
         return value  # no encoded-word: nothing to decode
-    return str(decode_header_part(value))
+    try:
+        return str(decode_header_part(value))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError, CharsetError):
+        return value
 
 
 def _date(value: str) -> datetime | None:

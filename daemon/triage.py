@@ -171,30 +171,33 @@ class Helper:
         """The helper process's readers; none when it cannot run (the caller reads itself)."""
         if model.source is None or model.fingerprint is None:
             return []  # not loaded from a file: nothing a helper could load
-        pipes = [(os.pipe(), os.pipe()) for _ in range(readers - 1)]  # ((r, w) there, (r, w) back)
-        theirs = [fd for there, back in pipes for fd in (there[0], back[1])]
-        # -P: never import from the working directory (python -m would put it on the path).
-        command = [sys.executable, "-P", "-m", __name__, str(model.source), model.fingerprint]
-        command += [repr(model.threshold), user, ",".join(map(str, theirs))]
+        opened: list[int] = []  # per reader but the first: (r, w) to it, (r, w) back
         try:
+            for _ in range(2 * (readers - 1)):
+                opened.extend(os.pipe())
+            pipes = [(opened[i : i + 2], opened[i + 2 : i + 4]) for i in range(0, len(opened), 4)]
+            theirs = [fd for there, back in pipes for fd in (there[0], back[1])]
+            # -P: never import from the working directory (python -m puts it on the path).
+            command = [sys.executable, "-P", "-m", __name__, str(model.source), model.fingerprint]
+            command += [repr(model.threshold), user, ",".join(map(str, theirs))]
             process = subprocess.Popen(  # our own interpreter and module, no shell
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=theirs
             )
         except OSError as error:
+            for fd in opened:
+                os.close(fd)
             logger.warning("reading this sync in this process: no helper (%s)", error)
             return []
-        finally:
-            for fd in theirs:
-                os.close(fd)
+        for fd in theirs:
+            os.close(fd)  # the helper has them now
         assert process.stdin is not None and process.stdout is not None  # noqa: S101 - piped
         ends = [(process.stdin, process.stdout)]
         ends += [(os.fdopen(there[1], "wb"), os.fdopen(back[0], "rb")) for there, back in pipes]
-        for to, back in ends:
-            for pipe in (to, back):
-                # A batch is megabytes: with 64 KB pipes, the two processes take turns 4x slower.
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        return [cls(process, to, back) for to, back in ends]
+        for pipe in (pipe for pair in ends for pipe in pair):
+            # A batch is megabytes: with 64 KB pipes, the two processes take turns 4x slower.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        return [cls(process, to, fro) for to, fro in ends]
 
     def started(self, wait: float = 0.0) -> bool:
         """Whether it has loaded the model and reads (it says so first); raises if it died."""
@@ -314,11 +317,11 @@ def _main(argv: list[str]) -> int:
     model.threshold = float(argv[2])
     user = argv[3]
     fds = [int(fd) for fd in argv[4].split(",") if fd] if len(argv) > 4 else []
-    readers = []
+    readers, parent = [], os.getpid()
     for source, sink in zip(fds[::2], fds[1::2], strict=True):
         pid = os.fork()
         if pid == 0:  # a reader of its own, sharing the model loaded above
-            _die_with_parent()
+            _die_with_parent(parent)
             for fd in (0, 1, *fds):
                 if fd not in (source, sink):
                     os.close(fd)
@@ -354,13 +357,13 @@ def _serve(source: IO[bytes], sink: IO[bytes], model: RejectionModel, user: str)
             return 0
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """A forked reader goes when the helper process goes (Linux): a stop that ends the helper
     ends them all, even one stuck in a message."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent went before the line above took effect
+    if os.getppid() != parent:  # it went before the line above took effect
         os._exit(0)
 
 

@@ -158,7 +158,8 @@ def test_html_to_text_blocks() -> None:
 _HTML_PIECES = st.sampled_from(
     ["<p>", "</p>", "<br>", "<div>", "</div>", "<style>", "</style>", "<b>", "</b>", "&amp;",
      "&nbsp;", "&#233;", "&", "<", ">", " ", "  ", "\n", "\r\n", "\n\n\n", "\t", "word",
-     "Wort", "café", "<!-- c -->", "<a href='x'>", "</a>", "<script>x<y</script>", "\u2028"]
+     "Wort", "café", "<!-- c -->", "<a href='x'>", "</a>", "<script>x<y</script>", "\u2028",
+     "&#" + "0" * 40 + "65;", "&#x" + "0" * 40 + "41;", "&" + "a" * 40 + ";"]
 )  # fmt: skip
 
 
@@ -289,3 +290,22 @@ def test_quick_reading_agrees_with_the_full_parse(raw: bytes) -> None:
 )
 def test_quick_reading_declines_what_it_cannot_judge(raw: bytes) -> None:
     assert parse_quick(raw) is None
+
+
+@pytest.mark.parametrize("name", ["From", "Message-ID", "Subject"])
+def test_an_encoded_word_with_a_nul_in_its_charset_is_refused_or_read(name: str) -> None:
+    """Found in review: it raised a bare ValueError out of the cycle, every cycle."""
+    raw = (
+        b"From: a@b.example\r\nSubject: hi\r\nMessage-ID: <x@y>\r\n".replace(
+            name.encode() + b": ", name.encode() + b": =?a\x00b?Q?x?= ", 1
+        )
+        + b"\r\nbody\r\n"
+    )
+    assert header_message_id(raw)
+    try:
+        message = parse_message(raw)
+    except MessageParseError:
+        return
+    assert message.message_id
+    quick = parse_quick(raw)
+    assert quick is None or quick == message

@@ -320,3 +320,64 @@ def test_ordinary_mail_is_read_quickly_and_as_the_full_parse_reads_it(raw: bytes
     quick, full = parse_quick(raw), parse_message(raw)
     assert quick is not None  # the mail of every day: read quickly
     assert quick == full
+
+
+_HEAD = (
+    b"From: Jane <jane@acme.example>\r\nTo: alex@example.org\r\nSubject: Your application\r\n"
+    b"Message-ID: <1@acme.example>\r\nDate: Tue, 03 Nov 2026 10:00:00 +0100\r\n"
+)
+_MIXED = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Found in review: each was read differently from mail-parser.
+        _HEAD
+        + b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n"
+        + "お祈り申し上げます".encode("iso-2022-jp")
+        + b"\r\n",
+        _HEAD + b"Content-Type: text/plain; charset=utf-7\r\n\r\n+AGE- regret\r\n",
+        _HEAD + b"Content-Type: text/plain; charset=cp037\r\n\r\nWe regret\r\n",
+        _HEAD + b"Content-Type: application/plain\r\n\r\nWe regret to inform you\r\n",
+        _HEAD + _MIXED + b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--bfake\r\n"
+        b"Content-Type: text/plain\r\n\r\ninjected\r\n--b--\r\n",
+        _HEAD
+        + _MIXED
+        + b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--x\r\nmore\r\n--b--\r\n",
+        _HEAD
+        + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64 \r\n\r\naGVsbG8=\r\n",
+        _HEAD
+        + _MIXED
+        + b"--b\r\nContent-Type: text/plain\r\n\r\n\r\n--b\r\nContent-Type: text/plain"
+        b"\r\n\r\nhello\r\n--b--\r\n",
+    ],
+    ids=[
+        "iso-2022-jp",
+        "utf-7",
+        "ebcdic",
+        "application-plain",
+        "prefix-delimiter",
+        "closing-delimiter-and-more",
+        "encoding-with-space",
+        "empty-part-first",
+    ],
+)
+def test_mail_parser_reads_these_its_own_way_so_they_are_declined_or_read_alike(
+    raw: bytes,
+) -> None:
+    quick = parse_quick(raw)
+    assert quick is None or quick == parse_message(raw)
+
+
+def test_an_empty_text_part_beside_the_html_one_leaves_the_html_as_the_text() -> None:
+    """A rejection with an empty text/plain alternative: its words are in the HTML one."""
+    raw = _HEAD + (
+        b'Content-Type: multipart/alternative; boundary="b1"\r\n\r\n--b1\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n\r\n--b1\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>We have decided to move forward with "
+        b"another candidate.</p>\r\n--b1--\r\n"
+    )
+    quick = parse_quick(raw)
+    assert quick is not None and quick == parse_message(raw)
+    assert "another candidate" in quick.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -27,7 +28,14 @@ from nextround.daemon.parse import parse_message, parse_quick
 from nextround.daemon.store import Store
 from nextround.daemon.sync import FolderRef
 from nextround.daemon.training import MODEL_FILE
-from nextround.daemon.triage import TRIAGE_TEXT, Helper, floor, job_chance, prefix_predictions
+from nextround.daemon.triage import (
+    TRIAGE_TEXT,
+    Helper,
+    Raw,
+    floor,
+    job_chance,
+    prefix_predictions,
+)
 
 INBOX, SENT = FolderRef("inbox", "INBOX", "config"), FolderRef("sent", "Sent", "config")
 
@@ -95,10 +103,26 @@ def triaged(engine: Engine, store: Store, folder: FolderRef, raws: list[bytes]) 
     return out
 
 
+# Found in review: the quick reading took the empty text/plain part for the text.
+EMPTY_TEXT_REJECTION = (
+    b"From: Priya Raman <priya.raman@brightloom.io>\r\nTo: Alex Doe <alex@example.org>\r\n"
+    b"Subject: Your application for Senior Data Engineer\r\nMessage-ID: <r1@brightloom.io>\r\n"
+    b'Content-Type: multipart/alternative; boundary="b1"\r\n\r\n--b1\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\n\r\n--b1\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hi Alex,</p><p>Thank you for "
+    b"interviewing with us. After careful consideration we have decided to move forward with "
+    b"another candidate.</p><p>Best,<br>Priya</p>\r\n--b1--\r\n"
+)
+
+
 @pytest.mark.parametrize(
     ("raw", "label", "company"),
-    [(REJECTION, "rejection", "Brightloom"), (CLOSED, "closed", "Fernhill")],
-    ids=["rejection", "closed"],
+    [
+        (REJECTION, "rejection", "Brightloom"),
+        (CLOSED, "closed", "Fernhill"),
+        (EMPTY_TEXT_REJECTION, "rejection", "Brightloom"),
+    ],
+    ids=["rejection", "closed", "empty-text-part"],
 )
 def test_job_mail_is_parsed_and_classified_in_full(
     engine: Engine, store: Store, raw: bytes, label: str, company: str
@@ -246,20 +270,23 @@ def test_a_helper_process_reads_as_this_process_reads(
     assert "helper failed" not in caplog.text  # the helper read them, not this process
 
 
-@pytest.mark.parametrize(("kill", "kill_after"), [(0, 0), (1, 0), (0, 2), (1, 1)])
-def test_when_a_helper_dies_this_process_reads_the_rest(
+# With two readers and BATCHES' four batches, each of these kills a reader that holds a batch.
+@pytest.mark.parametrize(("kill", "kill_after"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_when_a_reader_dies_this_process_reads_the_rest(
     engine: Engine,
     store: Store,
     helpers: list[Helper],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     kill: int,
     kill_after: int,
 ) -> None:
-    """Whichever helper dies, at whichever batch: every batch comes, in order, read."""
+    """Whichever reader dies, at whichever batch: every batch comes, in order, read."""
     expected = run_triage(engine, store, helpers)
     monkeypatch.setattr(engine, "helper_from", 1)
     monkeypatch.setattr("nextround.daemon.engine.HELPERS", 2)
     assert run_triage(engine, store, helpers, kill_after=kill_after, kill=kill) == expected
+    assert "helper failed" in caplog.text  # this process read what the dead reader held
     assert all(helper.process.poll() is not None for helper in helpers)  # all closed
 
 
@@ -280,6 +307,51 @@ def test_batches_that_come_while_the_helper_starts_are_read_here(
     monkeypatch.setattr(Helper, "start", recording)
     assert run_triage(engine, store, started) == expected
     assert started and started[0].process.wait(timeout=10) == 0  # and it is stopped
+
+
+def test_readers_that_start_during_the_sync_take_the_batches_from_then_on(
+    engine: Engine,
+    store: Store,
+    helpers: list[Helper],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    expected = run_triage(engine, store, helpers)
+    monkeypatch.setattr(engine, "helper_from", 1)
+    asked: list[Helper] = []
+    started = Helper.started
+
+    def late(self: Helper, wait: float = 0.0) -> bool:
+        ready = started(self, 60)  # it is ready, but says so only from the second batch on
+        if wait:
+            return ready  # the fixture waiting for it
+        asked.append(self)
+        return ready and asked.count(self) > 1
+
+    sent: list[int] = []
+    send = Helper.send
+
+    def counted(self: Helper, raws: list[Raw]) -> None:
+        sent.append(len(raws))
+        send(self, raws)
+
+    monkeypatch.setattr(Helper, "started", late)
+    monkeypatch.setattr(Helper, "send", counted)
+    assert run_triage(engine, store, helpers) == expected
+    assert sent == [len(batch) for batch in BATCHES[1:]]  # the first was read here
+    assert "helper failed" not in caplog.text
+
+
+def test_no_descriptor_is_left_open_when_the_helper_cannot_start(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("no more processes")
+
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    assert Helper.start(engine.model, engine.identity.email, 3) == []
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
 
 
 def test_a_stopped_sync_stops_its_helper(
