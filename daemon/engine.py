@@ -25,8 +25,6 @@ from pathlib import Path
 from nextround.classifier.analyse import combine
 from nextround.classifier.extract import (
     FREEMAIL_DOMAINS,
-    extract_company,
-    human_writers,
     is_ats_domain,
     is_human_address,
 )
@@ -61,7 +59,7 @@ from nextround.daemon.lifecycle import (
 from nextround.daemon.mailbox import Fetched, Mailbox
 from nextround.daemon.store import Store
 from nextround.daemon.sync import CycleResult, FolderRef, Triaged, sync_folder, with_thread
-from nextround.daemon.triage import Helper, Raw, Reading, read, read_ahead
+from nextround.daemon.triage import Helper, Raw, Reading, read, read_ahead, read_fully
 
 logger = logging.getLogger(__name__)
 
@@ -191,21 +189,20 @@ class Engine:
             decided = self.decided.pop(message.message_id, None)
             reading = decided[1] if decided is not None and decided[0] is message else None
             if reading is not None and reading.prediction is not None:
-                analysis = self.combine(store, message, reading.prediction, reading.extracted)
-                contacts, guessed = reading.contacts, not reading.full
-            else:
-                analysis, guessed = self.classify(store, message), False
-                writers = human_writers(message, self.identity.email)
-                job_or_nobody = analysis.job_mail or not writers  # no extraction needed
-                key = company_key(analysis.company if job_or_nobody else extract_company(message))
-                contacts = tuple((writer, key) for writer in writers)
+                prediction = reading.prediction
+            else:  # parsed in full here: read it as triage reads such mail
+                [prediction] = self.model.predict([message], [self.identity.email])
+                reading = read_fully(message, prediction, self.identity.email)
+            analysis = self.combine(store, message, prediction, reading.extracted)
             store.save_analysis(row_id, analysis)
             # The recruiter who scheduled an interview is whom a later no-reply rejection's
             # request goes to. Mail that triage ruled out as job mail files its writers under
             # their domain's name (`guessed`): reading the company out of the text costs more
             # than everything else done with such a message.
-            for address, key in contacts:
-                store.remember_contact(address, key, message.message_id, now, guessed=guessed)
+            for address, key in reading.contacts:
+                store.remember_contact(
+                    address, key, message.message_id, now, guessed=not reading.full
+                )
             if self.report is not None:
                 self.report.analyses.append((message, analysis))
             self.on_inbox(store, message, analysis, now)
@@ -272,10 +269,6 @@ class Engine:
                 self.decided[message.message_id] = (message, reading)
                 ready.append(message)
         return ready
-
-    def classify(self, store: Store, message: Message) -> Analysis:
-        [prediction] = self.model.predict([message], [self.identity.email])
-        return self.combine(store, message, prediction)
 
     def combine(
         self,

@@ -88,26 +88,26 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
     messages = [_quick(raw, truncated) for raw, truncated in raws]
     if model is None:
         return [None if message is None else Reading(message) for message in messages]
-    readable = [message for message in messages if message is not None]
-    starts = iter(prefix_predictions(model, readable, user))
+    starts = {i: _start(message) for i, message in enumerate(messages) if message is not None}
+    on_start = dict(zip(starts, model.predict(list(starts.values()), [user]), strict=True))
     lowest = floor(model.threshold)
     readings: list[Reading | None] = []
     deeper = []
     for index, message in enumerate(messages):
-        prediction = None if message is None else next(starts)
+        prediction = on_start.get(index)
         if message is None or prediction is None or job_chance(prediction) >= lowest:
             deeper.append(index)
             readings.append(None)
         else:
-            start = replace(message, text=message.text[:TRIAGE_TEXT])
             writers = human_writers(message, user)
             contacts = tuple((writer, domain_key(writer)) for writer in writers)
-            readings.append(Reading(start, prediction, contacts=contacts))
+            readings.append(Reading(starts[index], prediction, contacts=contacts))
     parsed = [(index, _full(*raws[index])) for index in deeper]
     found = [(index, message) for index, message in parsed if message is not None]
-    predictions = model.predict([message for _, message in found], [user])
-    for (index, message), prediction in zip(found, predictions, strict=True):
-        readings[index] = _read_fully(message, prediction, user)
+    in_full = model.predict([message for _, message in found], [user])
+    for (index, message), prediction in zip(found, in_full, strict=True):
+        with contextlib.suppress(Exception):  # the cycle reads it again, and says why it fails
+            readings[index] = read_fully(message, prediction, user)
     return readings
 
 
@@ -118,8 +118,12 @@ def job_chance(prediction: Prediction) -> float:
 def prefix_predictions(
     model: RejectionModel, messages: Sequence[Message], user: str
 ) -> list[Prediction]:
-    prefixes = [replace(message, text=message.text[:TRIAGE_TEXT]) for message in messages]
-    return model.predict(prefixes, [user])
+    return model.predict([_start(message) for message in messages], [user])
+
+
+def _start(message: Message) -> Message:
+    """The message with the start of its text only: what triage classifies."""
+    return replace(message, text=message.text[:TRIAGE_TEXT])
 
 
 def _quick(raw: bytes, truncated: bool) -> Message | None:
@@ -138,17 +142,16 @@ def _full(raw: bytes, truncated: bool) -> Message | None:
         return None
 
 
-def _read_fully(message: Message, prediction: Prediction, user: str) -> Reading | None:
-    try:
-        writers = human_writers(message, user)
-        if prediction.label in JOB_LABELS:
-            extracted: tuple[str | None, str | None] | None = extract(message)
-        elif writers:
-            extracted = (extract_company(message), None)
-        else:
-            extracted = None
-    except Exception:  # noqa: BLE001 - the cycle reads it again, and records why it fails
-        return None
+def read_fully(message: Message, prediction: Prediction, user: str) -> Reading:
+    """A message parsed in full and classified on all its text, with what it names: company
+    and role of job mail, the company of other mail a person wrote (for their contact)."""
+    writers = human_writers(message, user)
+    if prediction.label in JOB_LABELS:
+        extracted: tuple[str | None, str | None] | None = extract(message)
+    elif writers:
+        extracted = (extract_company(message), None)
+    else:
+        extracted = None
     key = company_key(extracted[0] if extracted else None)
     contacts = tuple((writer, key) for writer in writers)
     return Reading(message, prediction, full=True, extracted=extracted, contacts=contacts)

@@ -291,22 +291,14 @@ def test_when_a_reader_dies_this_process_reads_the_rest(
 
 
 def test_batches_that_come_while_the_helper_starts_are_read_here(
-    engine: Engine, store: Store, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, store: Store, helpers: list[Helper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = run_triage(engine, store, [])
+    expected = run_triage(engine, store, helpers)
     monkeypatch.setattr(engine, "helper_from", 1)
     # Readers that have not said they are ready get nothing: this process reads meanwhile.
     monkeypatch.setattr(Helper, "started", lambda self, wait=0.0: False)
-    started: list[Helper] = []
-    start = Helper.start
-
-    def recording(model: RejectionModel, user: str, readers: int = 1) -> list[Helper]:
-        started.extend(start(model, user, readers))
-        return started
-
-    monkeypatch.setattr(Helper, "start", recording)
-    assert run_triage(engine, store, started) == expected
-    assert started and started[0].process.wait(timeout=10) == 0  # and it is stopped
+    assert run_triage(engine, store, helpers) == expected
+    assert helpers and helpers[0].process.wait(timeout=10) == 0  # and it is stopped
 
 
 def test_readers_that_start_during_the_sync_take_the_batches_from_then_on(
