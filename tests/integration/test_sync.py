@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -311,6 +312,26 @@ def test_large_and_small_messages_come_in_order_with_their_sizes(
         "<msg-2@example.com>",
         "<msg-3@example.com>",
     ]
+
+
+def test_fetched_mail_is_never_copied_into_imap_trace_lines(
+    mailbox_user: MailUser, write_config: ConfigWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """imapclient turns imaplib's protocol trace on and logs it at DEBUG: imaplib would copy
+    every fetched message into a trace line (most of a fetch's CPU, even when the line is
+    dropped). The adapter turns it off, so no level of logging shows a body."""
+    config = load_config(write_config(mailbox_user))
+    mailbox_user.append("INBOX", mail(1, size=10) + b"trace-canary-4711\n")
+    caplog.set_level(logging.DEBUG, logger="imapclient")  # the CLI caps it; a test may have run it
+    session = open_session(config)
+    try:
+        session.mailbox.select("INBOX")
+        got = list(session.mailbox.fetch(session.mailbox.uids_after(0), 10_000))
+    finally:
+        session.close()
+    assert b"trace-canary-4711" in got[0].raw
+    assert "Connected to host" in caplog.text  # imapclient's own DEBUG lines were captured
+    assert "trace-canary-4711" not in caplog.text
 
 
 def test_uid_sets_are_written_as_ranges() -> None:
