@@ -27,6 +27,8 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nextround.classifier.analyse import analyse
 from nextround.classifier.corpus import Example, load_corpus
 from nextround.classifier.inference import RejectionModel
@@ -35,7 +37,14 @@ from nextround.classifier.model import train
 from nextround.classifier.persist import load_model, save_model
 from nextround.classifier.verdict import company_key
 from nextround.daemon.config import DEFAULT_THRESHOLD
-from nextround.daemon.triage import TRIAGE_FLOOR, TRIAGE_TEXT, prefix_predictions
+from nextround.daemon.triage import (
+    TRIAGE_FLOOR,
+    TRIAGE_TEXT,
+    floor,
+    job_chance,
+    prefix_predictions,
+    screen_floor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "eval"
@@ -106,6 +115,11 @@ def held_out(examples: list[Example]) -> dict[str, Any]:
         for score, example in zip(triage_scores, testing, strict=True)
         if example.label != "other"
     ]
+    # The screen rules out mail before the classifier reads it, on a lower floor.
+    chances = model.job_chances(messages)
+    lowest = screen_floor(model.threshold)
+    screen_job = [float(c) for c, e in zip(chances, testing, strict=True) if e.label != "other"]
+    screen_other = [float(c) for c, e in zip(chances, testing, strict=True) if e.label == "other"]
     by_lang: dict[str, list[bool]] = {}
     for example, analysis in zip(testing, analyses, strict=True):
         by_lang.setdefault(example.lang, []).append(example.label == analysis.label)
@@ -123,6 +137,10 @@ def held_out(examples: list[Example]) -> dict[str, Any]:
         "triage_lowest_job_score": round(min(triage_scores), 3),
         "triage_below_floor": sum(score < TRIAGE_FLOOR for score in triage_scores),
         "triage_lost": triage_lost,
+        "screen_floor": lowest,
+        "screen_lowest_job_score": round(min(screen_job), 3),
+        "screen_below_floor": sum(score < lowest for score in screen_job),
+        "screen_passes_other": round(sum(c >= lowest for c in screen_other) / len(screen_other), 3),
         "misses": misses,
     }
 
@@ -221,6 +239,11 @@ def main() -> int:
         f"{TRIAGE_FLOOR}); below the floor: {split['triage_below_floor']}, of which the full "
         f"classification finds job mail in {split['triage_lost']}"
     )
+    print(
+        f"   the screen before it: lowest job score {split['screen_lowest_job_score']:.3f} "
+        f"(floor {split['screen_floor']:.2f}), below the floor: {split['screen_below_floor']}; "
+        f"it passes {split['screen_passes_other']:.0%} of held-out other mail to the classifier"
+    )
     print("   threshold sweep (precision / recall):")
     for row in split["sweep"][::5]:
         print(f"     {row['threshold']:.2f}: {row['precision']:.3f} / {row['recall']:.3f}")
@@ -255,10 +278,29 @@ def main() -> int:
             flagged = [p.is_rejection for p in predictions]
             scores = prf(flagged, labels)
             results[name] = {**scores, "sweep": sweep([p.score for p in predictions], labels)}
+            # Triage: how much of this mail the screen, then the classifier, pass on; and
+            # whether any mail the full classification calls job mail is ruled out.
+            chances = model.job_chances(messages)
+            on_start = prefix_predictions(model, messages, "")
+            passed = [job_chance(p) >= floor(model.threshold) for p in on_start]
+            results[name]["triage"] = {
+                "screen_passes": round(float(np.mean(chances >= screen_floor(model.threshold))), 3),
+                "triage_passes": round(sum(passed) / len(passed), 3),
+                "job_mail_ruled_out": sum(
+                    not kept and p.label != "other"
+                    for kept, p in zip(passed, predictions, strict=True)
+                ),
+            }
             print(
                 f"   {name}: {len(messages)} mails, precision {scores['precision']:.3f}, recall "
                 f"{scores['recall']:.3f}, F1 {scores['f1']:.3f}, false positives {scores['fp']},"
                 f" missed {scores['fn']}"
+            )
+            triage = results[name]["triage"]
+            print(
+                f"     triage: the screen passes {triage['screen_passes']:.1%}, the classifier "
+                f"on the start {triage['triage_passes']:.1%}; job mail ruled out: "
+                f"{triage['job_mail_ruled_out']}"
             )
             for row in results[name]["sweep"][::10]:
                 print(

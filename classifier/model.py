@@ -26,7 +26,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from nextround.classifier.corpus import Example
-from nextround.classifier.inference import Calibrated, Index, Linear, RejectionModel, features
+from nextround.classifier.inference import (
+    SCREEN_COLUMNS,
+    START_CHARS,
+    Calibrated,
+    Index,
+    Linear,
+    RejectionModel,
+    features,
+)
 from nextround.classifier.message import Message
 from nextround.classifier.vectors import GramIndex, TokenIndex, WordIndex, fold, text_grams
 
@@ -115,6 +123,7 @@ class Fitted:
     label: Pipeline
     stage: LogisticRegression
     no_feedback: LogisticRegression
+    screen: LogisticRegression  # on screen_vectors' output
 
 
 def train(examples: Sequence[Example], threshold: float = 0.5) -> RejectionModel:
@@ -148,7 +157,30 @@ def fit(examples: Sequence[Example]) -> Fitted:
     feedback_model = _binary_model().fit(
         vectors[job], ["yes" if ordered[index].no_feedback_policy else "no" for index in job]
     )
-    return Fitted(label_model, stage_model, feedback_model)
+    # The screen learns from whole mails and from their starts, which is what it is asked about.
+    starts = [
+        replace(example.message, text=example.message.text[:START_CHARS]) for example in ordered
+    ]
+    transformer = label_model.named_steps["features"]
+    screen_model = _binary_model().fit(
+        sp.vstack(
+            [
+                screen_vectors(transformer, vectors),
+                screen_vectors(transformer, transformer.transform(features(starts))),
+            ],
+            format="csr",
+        ),
+        ["other" if example.label == "other" else "job" for example in ordered] * 2,
+    )
+    return Fitted(label_model, stage_model, feedback_model, screen_model)
+
+
+def screen_vectors(transformer: ColumnTransformer, vectors: sp.spmatrix) -> sp.csr_matrix:
+    """The SCREEN_COLUMNS of the vectors the label pipeline's features step gives."""
+    vectors = sp.csr_matrix(vectors)
+    return sp.hstack(
+        [vectors[:, transformer.output_indices_[name]] for name in SCREEN_COLUMNS], format="csr"
+    )
 
 
 def compile_model(fitted: Fitted, threshold: float = 0.5) -> RejectionModel:
@@ -179,6 +211,7 @@ def compile_model(fitted: Fitted, threshold: float = 0.5) -> RejectionModel:
         label=Calibrated(tuple(str(name) for name in calibrated.classes_), models),
         stage=_linear(fitted.stage),
         no_feedback=_linear(fitted.no_feedback),
+        screen=_linear(fitted.screen),
         threshold=threshold,
     )
 

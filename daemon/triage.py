@@ -1,8 +1,10 @@
 """How new mail is read, a batch at a time. Each message is read cheaply first: headers and the
-start of the text (`parse_quick`), and the classifier on its first TRIAGE_TEXT characters.
-Most mail is ruled out as job mail there. The rest is read in full: parsed (by the quick
-reading itself when the whole message fits its prefix: it reads what mail-parser reads),
-classified on all its text, and what it names extracted.
+start of the text (`parse_quick`), and the model's screen on its first TRIAGE_TEXT
+characters, which rules out most mail as job mail from its words alone. What it does not
+rule out the classifier reads on the same start (character n-grams too), and what that
+does not rule out is read in full: parsed (by the quick reading itself when the whole
+message fits its prefix: it reads what mail-parser reads), classified on all its text, and
+what it names extracted.
 
 A first sync reads thousands of messages. There the reading runs in a helper process, ahead
 of the cycle: while its readers read, the cycle fetches the next batches and records the
@@ -36,17 +38,14 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from nextround.classifier.extract import domain_key, extract, extract_company, human_writers
-from nextround.classifier.inference import Prediction, RejectionModel
+from nextround.classifier.inference import START_CHARS, Prediction, RejectionModel
 from nextround.classifier.message import Address, Message
 from nextround.classifier.verdict import JOB_LABELS, company_key
 from nextround.daemon.parse import QUICK_PREFIX, parse_message, parse_quick
 
 logger = logging.getLogger(__name__)
 
-# Triage reads this much of the text: a rejection says what it is early. On the held-out
-# split, 500 characters leave no more job mail under the floor than 1,000 (one mail, which
-# the full classification misses too); bench/classify_eval.py prints the count.
-TRIAGE_TEXT = 600
+TRIAGE_TEXT = START_CHARS
 
 # Below this chance of being job mail (rejection or closed), a message is not parsed in full:
 # far under the rejection threshold, so what the full parse would add cannot change a verdict.
@@ -82,6 +81,13 @@ def floor(threshold: float) -> float:
     return min(TRIAGE_FLOOR, threshold / 2)  # a threshold set very low wins
 
 
+def screen_floor(threshold: float) -> float:
+    """Half the floor: the screen reads words alone, so it is held further from job mail. On
+    the held-out split the lowest job mail it scores is twice this, and it lets a fifth of
+    ordinary mail (ham-500) on to the classifier; bench/classify_eval.py prints both."""
+    return floor(threshold) / 2
+
+
 def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[Reading | None]:
     """Each message read as cheaply as it allows, classified when `model` is given; None for
     a message only the cycle's own full parse may read (it records why it cannot)."""
@@ -89,7 +95,9 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
     if model is None:
         return [None if message is None else Reading(message) for message in messages]
     starts = {i: _start(message) for i, message in enumerate(messages) if message is not None}
-    on_start = dict(zip(starts, model.predict(list(starts.values()), [user]), strict=True))
+    on_start = dict(
+        zip(starts, prefix_predictions(model, list(starts.values()), user), strict=True)
+    )
     lowest = floor(model.threshold)
     readings: list[Reading | None] = []
     deeper = []
@@ -111,6 +119,19 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
     return readings
 
 
+def screened_out(chance: float) -> Prediction:
+    """The prediction for mail the screen rules out: other mail. Its `score` is the screen's
+    chance that it is job mail at all, not the label model's chance of a rejection."""
+    return Prediction(
+        label="other",
+        is_rejection=False,
+        score=round(chance, 4),
+        stage=None,
+        no_feedback_policy=False,
+        probabilities={"other": 1.0 - chance},
+    )
+
+
 def job_chance(prediction: Prediction) -> float:
     return 1.0 - prediction.probabilities.get("other", 0.0)
 
@@ -118,11 +139,22 @@ def job_chance(prediction: Prediction) -> float:
 def prefix_predictions(
     model: RejectionModel, messages: Sequence[Message], user: str
 ) -> list[Prediction]:
-    return model.predict([_start(message) for message in messages], [user])
+    """What triage decides from the start of each message's text: the screen's verdict where
+    it rules the mail out, else the classifier's on that start."""
+    chances = model.job_chances(messages)
+    lowest = screen_floor(model.threshold)
+    starts = [_start(message) for message in messages]
+    kept = [i for i, chance in enumerate(chances) if chance >= lowest]
+    predictions = [screened_out(float(chance)) for chance in chances]
+    for i, prediction in zip(kept, model.predict([starts[i] for i in kept], [user]), strict=True):
+        predictions[i] = prediction
+    return predictions
 
 
 def _start(message: Message) -> Message:
     """The message with the start of its text only: what triage classifies."""
+    if len(message.text) <= TRIAGE_TEXT:
+        return message
     return replace(message, text=message.text[:TRIAGE_TEXT])
 
 

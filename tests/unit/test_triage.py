@@ -35,6 +35,7 @@ from nextround.daemon.triage import (
     floor,
     job_chance,
     prefix_predictions,
+    screen_floor,
 )
 
 INBOX, SENT = FolderRef("inbox", "INBOX", "config"), FolderRef("sent", "Sent", "config")
@@ -135,15 +136,42 @@ def test_job_mail_is_parsed_and_classified_in_full(
 
 
 def test_every_corpus_rejection_reaches_the_full_parse(engine: Engine) -> None:
-    """On its first TRIAGE_TEXT characters, no rejection or closed position of the shipped corpus
-    scores under the triage floor. (The model has seen these mails: this guards the prefix
-    and the floor; bench/classify_eval.py measures the margin on mail it has not seen.)"""
+    """On its first TRIAGE_TEXT characters, no rejection or closed position of the shipped
+    corpus is ruled out, by the screen or by the classifier. (The model has seen these mails:
+    this guards the prefix and the floors; bench/classify_eval.py measures the margin on mail
+    it has not seen.)"""
     job = [example.message for example in load_corpus() if example.label != "other"]
     predictions = prefix_predictions(engine.model, job, engine.identity.email)
     lowest = floor(engine.model.threshold)
     assert len(job) > 1000
     ruled_out = [m.subject for m, p in zip(job, predictions, strict=True) if job_chance(p) < lowest]
     assert not ruled_out, ruled_out[:5]
+
+
+def test_the_screen_rules_out_ordinary_mail_and_leaves_job_mail_to_the_classifier(
+    engine: Engine,
+) -> None:
+    newsletter = parse_message(
+        eml(
+            "Garden Weekly <news@gardenweekly.example>",
+            "Ten links about tomatoes",
+            "This week: compost, ladders and a tomato that grew through a fence.\n" * 40,
+            List_Unsubscribe="<mailto:leave@gardenweekly.example>",
+        )
+    )
+    rejection = parse_message(REJECTION)
+    chances = engine.model.job_chances([newsletter, rejection])
+    assert chances[0] < screen_floor(engine.model.threshold) <= chances[1]
+    ruled_out, classified = prefix_predictions(
+        engine.model, [newsletter, rejection], engine.identity.email
+    )
+    # Ruled out by the screen: other mail, scored with the screen's chance of job mail.
+    assert ruled_out.label == "other" and ruled_out.score == round(float(chances[0]), 4)
+    assert set(ruled_out.probabilities) == {"other"}
+    # Left to the classifier, which reads the same start of the text.
+    assert classified.probabilities.keys() == {"rejection", "closed", "other"}
+    [expected] = engine.model.predict([rejection], [engine.identity.email])
+    assert classified.label == expected.label == "rejection"
 
 
 def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store: Store) -> None:

@@ -16,9 +16,9 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from nextround.classifier.corpus import load_corpus
-from nextround.classifier.inference import RejectionModel, features
+from nextround.classifier.inference import SCREEN_COLUMNS, RejectionModel, features
 from nextround.classifier.message import Message
-from nextround.classifier.model import CharGrams, WordGrams, compile_model, fit
+from nextround.classifier.model import CharGrams, WordGrams, compile_model, fit, screen_vectors
 from nextround.classifier.persist import save_model
 from nextround.classifier.vectors import TokenIndex
 
@@ -82,6 +82,15 @@ def test_compiled_model_equals_scikit_learn(tmp_path: Path) -> None:
         assert np.array_equal(
             linear.positive(vectors, name), sklearn_model.predict_proba(expected)[:, column]
         )
+    # The screen: the same word columns, the same logistic regression.
+    transformer = fitted.label.named_steps["features"]
+    words = model.vectorise(messages, SCREEN_COLUMNS)
+    assert np.abs((words - screen_vectors(transformer, expected)).toarray()).max() == 0
+    column = list(fitted.screen.classes_).index("job")
+    assert np.array_equal(
+        model.screen.positive(words, "job"),
+        fitted.screen.predict_proba(screen_vectors(transformer, expected))[:, column],
+    )
     # Names for --explain, as the ColumnTransformer gives them.
     names = fitted.label.named_steps["features"].get_feature_names_out()
     assert [name for name, _ in model.explain(messages[0], top=10_000)] == [
