@@ -38,8 +38,9 @@ BODY_CHARS = 3000
 BODY_CHARS_SHORT = 500
 COLUMNS = ("subject", "body", "body_short", "sender")
 # What triage reads of a message's text first: a rejection says what it is early. On the
-# held-out split, the classifier on the first 400 characters rules out no job mail that the
-# full classification finds, on 300 it rules out two; bench/classify_eval.py prints this.
+# held-out split, the classifier on the first 400 characters ruled out no job mail that the
+# full classification finds, on 300 it ruled out two (measured once, in session 5);
+# bench/classify_eval.py prints the margin at this length.
 START_CHARS = 600
 # The columns the screen reads: all but the character n-grams.
 SCREEN_COLUMNS = ("subject", "body", "sender")
@@ -114,7 +115,8 @@ def _address_tokens(sender: Address | None) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def _start(message: Message) -> Message:
+def text_start(message: Message) -> Message:
+    """The message with the first START_CHARS characters of its text: what triage reads."""
     return (
         message
         if len(message.text) <= START_CHARS
@@ -193,7 +195,8 @@ Index = WordIndex | GramIndex | TokenIndex
 @dataclass
 class RejectionModel:
     """A trained model: one index per feature column (in COLUMNS order of `features`, named
-    for `explain`), and the three linear models over their joined vectors."""
+    for `explain`), the three linear models over their joined vectors, and the screen over
+    the word columns' vectors."""
 
     columns: tuple[tuple[str, int, Index], ...]  # (name, column of `features`, index)
     label: Calibrated
@@ -261,7 +264,7 @@ class RejectionModel:
         """The screen's chance that each message is job mail, from the start of its text."""
         if not messages:
             return np.zeros(0)
-        starts = [_start(message) for message in messages]
+        starts = [text_start(message) for message in messages]
         return self.screen.positive(self.vectorise(starts, SCREEN_COLUMNS), "job")
 
     def explain(self, message: Message, top: int = 8) -> list[tuple[str, float]]:

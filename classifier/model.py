@@ -127,7 +127,7 @@ class Fitted:
 
 
 def train(examples: Sequence[Example], threshold: float = 0.5) -> RejectionModel:
-    """Fit all three models; deterministic for the same examples (fixed seeds, sorted input)."""
+    """Fit all four models; deterministic for the same examples (fixed seeds, sorted input)."""
     return compile_model(fit(examples), threshold)
 
 

@@ -94,8 +94,11 @@ def untraced(client: imapclient.IMAPClient) -> imapclient.IMAPClient:
     """The client with imaplib's protocol trace off. imapclient sets imaplib's debug level to
     5 and sends the trace to its "imapclient.imaplib" logger, so imaplib builds the repr of
     every response, each fetched message whole, before the logger drops it (we cap imapclient
-    at WARNING): two thirds of a fetch's CPU, and mail text copied into log strings."""
-    client._imap.debug = 0
+    at WARNING): two thirds of a fetch's CPU, and mail text copied into log strings. A
+    client without imaplib underneath (a future imapclient) is left as it is."""
+    inner = getattr(client, "_imap", None)
+    if inner is not None:
+        inner.debug = 0
     return client
 
 
@@ -114,8 +117,8 @@ def connect(imap: ImapConfig, secret: str) -> ImapMailbox:
             ssl_context=tls_context(imap) if imap.security == "tls" else None,
             timeout=timeout,
         )
-    untraced(client)
     try:
+        untraced(client)
         with translate_errors(host, "securing the connection"):
             if imap.security == "starttls":
                 # Never fall back to plain text when the server does not offer STARTTLS.

@@ -33,12 +33,12 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
 from nextround.classifier.extract import domain_key, extract, extract_company, human_writers
-from nextround.classifier.inference import START_CHARS, Prediction, RejectionModel
+from nextround.classifier.inference import START_CHARS, Prediction, RejectionModel, text_start
 from nextround.classifier.message import Address, Message
 from nextround.classifier.verdict import JOB_LABELS, company_key
 from nextround.daemon.parse import QUICK_PREFIX, parse_message, parse_quick
@@ -83,7 +83,7 @@ def floor(threshold: float) -> float:
 
 def screen_floor(threshold: float) -> float:
     """Half the floor: the screen reads words alone, so it is held further from job mail. On
-    the held-out split the lowest job mail it scores is twice this, and it lets a fifth of
+    the held-out split the lowest job mail it scores is twice this, and it lets 16% of
     ordinary mail (ham-500) on to the classifier; bench/classify_eval.py prints both."""
     return floor(threshold) / 2
 
@@ -94,7 +94,7 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
     messages = [_quick(raw, truncated) for raw, truncated in raws]
     if model is None:
         return [None if message is None else Reading(message) for message in messages]
-    starts = {i: _start(message) for i, message in enumerate(messages) if message is not None}
+    starts = {i: text_start(message) for i, message in enumerate(messages) if message is not None}
     on_start = dict(
         zip(starts, prefix_predictions(model, list(starts.values()), user), strict=True)
     )
@@ -143,19 +143,12 @@ def prefix_predictions(
     it rules the mail out, else the classifier's on that start."""
     chances = model.job_chances(messages)
     lowest = screen_floor(model.threshold)
-    starts = [_start(message) for message in messages]
+    starts = [text_start(message) for message in messages]
     kept = [i for i, chance in enumerate(chances) if chance >= lowest]
     predictions = [screened_out(float(chance)) for chance in chances]
     for i, prediction in zip(kept, model.predict([starts[i] for i in kept], [user]), strict=True):
         predictions[i] = prediction
     return predictions
-
-
-def _start(message: Message) -> Message:
-    """The message with the start of its text only: what triage classifies."""
-    if len(message.text) <= TRIAGE_TEXT:
-        return message
-    return replace(message, text=message.text[:TRIAGE_TEXT])
 
 
 def _quick(raw: bytes, truncated: bool) -> Message | None:

@@ -184,6 +184,7 @@ def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store
     assert triaged(engine, store, INBOX, [raw]) == ["quick"]
     [(message, reading)] = engine.decided.values()
     assert reading.prediction is not None and reading.prediction.label == "other"
+    assert set(reading.prediction.probabilities) == {"other"}  # the screen ruled it out
     assert message.text == (parse_quick(raw) or message).text[:TRIAGE_TEXT]  # what it read
 
 
