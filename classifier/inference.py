@@ -44,7 +44,6 @@ COLUMNS = ("subject", "body", "body_short", "sender")
 START_CHARS = 600
 # The columns the screen reads: all but the character n-grams.
 SCREEN_COLUMNS = ("subject", "body", "sender")
-SCREEN_CLASSES = ("job", "other")
 
 _QUOTE_START = re.compile(
     r"^\s*(?:On .{4,200} wrote:|Am .{4,200} schrieb .{1,200}:|Le .{4,200} a écrit\s*:|"
@@ -202,7 +201,7 @@ class RejectionModel:
     label: Calibrated
     stage: Linear
     no_feedback: Linear
-    screen: Linear  # classes SCREEN_CLASSES, over the SCREEN_COLUMNS' vectors
+    screen: Linear  # classes ("job", "other"), over the SCREEN_COLUMNS' vectors
     threshold: float = 0.5
     # The signed file it was loaded from, and the fingerprint of what it was trained on, if
     # any: a helper process can load the very same model.

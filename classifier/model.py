@@ -28,12 +28,12 @@ from sklearn.svm import LinearSVC
 from nextround.classifier.corpus import Example
 from nextround.classifier.inference import (
     SCREEN_COLUMNS,
-    START_CHARS,
     Calibrated,
     Index,
     Linear,
     RejectionModel,
     features,
+    text_start,
 )
 from nextround.classifier.message import Message
 from nextround.classifier.vectors import GramIndex, TokenIndex, WordIndex, fold, text_grams
@@ -158,9 +158,7 @@ def fit(examples: Sequence[Example]) -> Fitted:
         vectors[job], ["yes" if ordered[index].no_feedback_policy else "no" for index in job]
     )
     # The screen learns from whole mails and from their starts, which is what it is asked about.
-    starts = [
-        replace(example.message, text=example.message.text[:START_CHARS]) for example in ordered
-    ]
+    starts = [text_start(example.message) for example in ordered]
     transformer = label_model.named_steps["features"]
     screen_model = _binary_model().fit(
         sp.vstack(

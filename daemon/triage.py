@@ -141,9 +141,9 @@ def prefix_predictions(
 ) -> list[Prediction]:
     """What triage decides from the start of each message's text: the screen's verdict where
     it rules the mail out, else the classifier's on that start."""
-    chances = model.job_chances(messages)
-    lowest = screen_floor(model.threshold)
     starts = [text_start(message) for message in messages]
+    chances = model.job_chances(starts)  # cut once: job_chances keeps what is short enough
+    lowest = screen_floor(model.threshold)
     kept = [i for i, chance in enumerate(chances) if chance >= lowest]
     predictions = [screened_out(float(chance)) for chance in chances]
     for i, prediction in zip(kept, model.predict([starts[i] for i in kept], [user]), strict=True):
