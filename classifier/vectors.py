@@ -30,6 +30,9 @@ _WORD = re.compile(r"\w+")
 # TfidfVectorizer's default token_pattern, r"(?u)\b\w\w+\b", without the word boundaries:
 # \w\w+ is greedy, so every match starts and ends at one anyway, and it is found faster.
 _TOKEN = re.compile(r"\w\w+")
+# The same patterns for ASCII text, where they find the same words about a third faster.
+_ASCII_WORD = re.compile(r"\w+", re.ASCII)
+_ASCII_TOKEN = re.compile(r"\w\w+", re.ASCII)
 
 # Precomposed accented Latin letters to their base letters (é -> e, Ł stays Ł): what
 # TfidfVectorizer's strip_accents="unicode" does for them, as one table lookup per character;
@@ -110,7 +113,8 @@ class WordIndex:
         ids: list[int] = []
         lengths: list[int] = []
         for document in documents:
-            tokens = _TOKEN.findall(fold(document))
+            folded = fold(document)
+            tokens = (_ASCII_TOKEN if folded.isascii() else _TOKEN).findall(folded)
             ids.extend(map(words.get, tokens, repeat(-1)))
             lengths.append(len(tokens))
         word = np.asarray(ids, dtype=np.int64)
@@ -171,7 +175,10 @@ class GramIndex(_Vocabulary):
         self._words: dict[str, np.ndarray[Any, Any]] = {}
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
-        found = [_WORD.findall(document.lower()) for document in documents]
+        found = [
+            (_ASCII_WORD if lowered.isascii() else _WORD).findall(lowered)
+            for lowered in (document.lower() for document in documents)
+        ]
         # Each distinct word once, in order of appearance; then every word's number, in C.
         index = {word: number for number, word in enumerate(dict.fromkeys(chain(*found)))}
         words = list(map(index.__getitem__, chain(*found)))

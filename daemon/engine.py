@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
-from nextround.classifier.analyse import combine
+from nextround.classifier.analyse import combine, no_earlier_contacts
 from nextround.classifier.extract import (
     FREEMAIL_DOMAINS,
     is_ats_domain,
@@ -58,7 +58,15 @@ from nextround.daemon.lifecycle import (
 )
 from nextround.daemon.mailbox import Fetched, Mailbox
 from nextround.daemon.store import Store
-from nextround.daemon.sync import CycleResult, FolderRef, Triaged, sync_folder, with_thread
+from nextround.daemon.sync import (
+    CycleResult,
+    FolderRef,
+    Ready,
+    Settled,
+    Triaged,
+    sync_folder,
+    with_thread,
+)
 from nextround.daemon.triage import Helper, Raw, Reading, read, read_ahead, read_fully
 
 logger = logging.getLogger(__name__)
@@ -244,10 +252,11 @@ class Engine:
         folder: FolderRef,
         batch: Sequence[Fetched],
         readings: Sequence[Reading | None],
-    ) -> list[Message | None]:
+    ) -> list[Ready]:
         """Which messages are handled as triage read them: INBOX mail it read in full, and
         mail it ruled out as job mail unless it is in a conversation we follow; every sent
-        copy it could read. The rest (None) are parsed in full."""
+        copy it could read. Ruled-out mail in no conversation at all is Settled: nothing is
+        left to do with it but record it. The rest (None) are parsed in full."""
         self.decided.clear()
         if folder.role == "sent":
             return [
@@ -257,17 +266,28 @@ class Engine:
         followed: set[str] = set()
         for app in apps.all_applications(store):
             followed |= app.known_ids
-        ready: list[Message | None] = []
+        ready: list[Ready] = []
         for fetched, reading in zip(batch, readings, strict=True):
             if reading is None or reading.prediction is None:
                 ready.append(None)
                 continue
             message = with_thread(reading.message, fetched)
-            if not reading.full and followed.intersection(message.conversation_keys):
+            keys = message.conversation_keys
+            if not reading.full and followed.intersection(keys):
                 ready.append(None)  # in a conversation we follow (a reply?): read it all
-            else:
-                self.decided[message.message_id] = (message, reading)
-                ready.append(message)
+                continue
+            if not reading.full and not keys:
+                # What `handle` would do, short of the statements: no conversation to match,
+                # and mail ruled out as job mail opens nothing.
+                analysis = combine(message, reading.prediction, no_earlier_contacts)
+                if not analysis.job_mail:
+                    contacts = tuple((address, key, True) for address, key in reading.contacts)
+                    ready.append(Settled(message, analysis, contacts))
+                    if self.report is not None:
+                        self.report.analyses.append((message, analysis))
+                    continue
+            self.decided[message.message_id] = (message, reading)
+            ready.append(message)
         return ready
 
     def combine(

@@ -238,16 +238,7 @@ class Store:
     ) -> int:
         """Record a message as seen: parsed (`message`) or unparsable (`error`)."""
         if message is not None:
-            values: tuple[Any, ...] = (
-                message.message_id,
-                " ".join(message.in_reply_to),
-                " ".join(message.references),
-                message.from_.email if message.from_ else "",
-                message.subject,
-                message.date.isoformat() if message.date else None,
-                "parsed",
-                None,
-            )
+            values: tuple[Any, ...] = (*_message_values(message), "parsed", None)
         else:
             values = (message_id, "", "", "", "", None, status, error)
         with storage_errors("recording a message"):
@@ -259,21 +250,44 @@ class Store:
             )
         return int(cursor.lastrowid or 0)
 
+    def record_settled(
+        self,
+        folder: str,
+        uidvalidity: int,
+        settled: Sequence[tuple[int, int, Message, Analysis, Sequence[Contact]]],
+        now: datetime,
+    ) -> None:
+        """Record many messages with their analysis and remember their writers, a statement
+        each for all of them: what `record_message`, `save_analysis` and `remember_contact`
+        write, for mail that needs nothing else. Items: (uid, size, message, analysis,
+        contacts)."""
+        seen = now.isoformat()
+        rows = [
+            (folder, uidvalidity, uid, *_message_values(message), size, seen,
+             *_analysis_values(analysis))
+            for uid, size, message, analysis, _ in settled
+        ]  # fmt: skip
+        contacts = [
+            _contact_values(contact, message.message_id, seen)
+            for _, _, message, _, writers in settled
+            for contact in writers
+        ]
+        with storage_errors("recording messages"):
+            self.connection.executemany(
+                "INSERT INTO messages (folder, uidvalidity, uid, message_id, in_reply_to, refs, "
+                "sender, subject, sent_at, status, error, size, seen_at, label, score, stage, "
+                "company, role, reply_to, no_feedback) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'parsed', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.connection.executemany(_REMEMBER_CONTACT, contacts)
+
     def save_analysis(self, row_id: int, analysis: Analysis) -> None:
         with storage_errors("recording a classification"):
             self.connection.execute(
                 "UPDATE messages SET label = ?, score = ?, stage = ?, company = ?, role = ?, "
                 "reply_to = ?, no_feedback = ? WHERE id = ?",
-                (
-                    analysis.label,
-                    analysis.score,
-                    analysis.stage,
-                    analysis.company,
-                    analysis.role,
-                    analysis.reply_to,
-                    int(analysis.no_feedback_policy),
-                    row_id,
-                ),
+                (*_analysis_values(analysis), row_id),
             )
 
     def remember_contact(
@@ -289,21 +303,8 @@ class Store:
         never replaces one that did."""
         with storage_errors("recording a contact"):
             self.connection.execute(
-                "INSERT INTO contacts (email, name, company_key, domain, last_seen_at, message_id) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
-                "name = excluded.name, company_key = CASE WHEN excluded.company_key != '' "
-                "AND (? = 0 OR contacts.company_key = '') "
-                "THEN excluded.company_key ELSE contacts.company_key END, "
-                "last_seen_at = excluded.last_seen_at, message_id = excluded.message_id",
-                (
-                    address.email,
-                    address.name,
-                    company_key,
-                    address.domain,
-                    now.isoformat(),
-                    message_id,
-                    guessed,
-                ),
+                _REMEMBER_CONTACT,
+                _contact_values((address, company_key, guessed), message_id, now.isoformat()),
             )
 
     def contact(self, email: str) -> Address | None:
@@ -355,3 +356,47 @@ def _prepare_files(path: Path) -> None:
         descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(descriptor)
     path.chmod(0o600)
+
+
+# Whom a message names (its writers), the company key to file each under, and whether that
+# key is a guess from the domain (one that never replaces a key read from a mail's text).
+Contact = tuple[Address, str, bool]
+
+_REMEMBER_CONTACT = (
+    "INSERT INTO contacts (email, name, company_key, domain, last_seen_at, message_id) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (email) DO UPDATE SET "
+    "name = excluded.name, company_key = CASE WHEN excluded.company_key != '' "
+    "AND (?7 = 0 OR contacts.company_key = '') "
+    "THEN excluded.company_key ELSE contacts.company_key END, "
+    "last_seen_at = excluded.last_seen_at, message_id = excluded.message_id"
+)
+
+
+def _message_values(message: Message) -> tuple[Any, ...]:
+    """message_id, in_reply_to, refs, sender, subject, sent_at: a parsed message's columns."""
+    return (
+        message.message_id,
+        " ".join(message.in_reply_to),
+        " ".join(message.references),
+        message.from_.email if message.from_ else "",
+        message.subject,
+        message.date.isoformat() if message.date else None,
+    )
+
+
+def _analysis_values(analysis: Analysis) -> tuple[Any, ...]:
+    """label, score, stage, company, role, reply_to, no_feedback."""
+    return (
+        analysis.label,
+        analysis.score,
+        analysis.stage,
+        analysis.company,
+        analysis.role,
+        analysis.reply_to,
+        int(analysis.no_feedback_policy),
+    )
+
+
+def _contact_values(contact: Contact, message_id: str, seen: str) -> tuple[Any, ...]:
+    address, company_key, guessed = contact
+    return (address.email, address.name, company_key, address.domain, seen, message_id, guessed)

@@ -5,6 +5,7 @@ caller then uses the standard library; they must never read something differentl
 
 from __future__ import annotations
 
+import re
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.message import Message as MimeMessage
@@ -19,11 +20,14 @@ from hypothesis import strategies as st
 from nextround.daemon.parse import (
     _SIMPLE_ADDRESS,
     _addresses,
+    _date,
     _fields,
     _Head,
     _is_file,
     _params,
+    _parsed_date,
     _raw_text,
+    header_end,
     header_message_id,
     parse_message,
     parse_quick,
@@ -381,3 +385,51 @@ def test_an_empty_text_part_beside_the_html_one_leaves_the_html_as_the_text() ->
     quick = parse_quick(raw)
     assert quick is not None and quick == parse_message(raw)
     assert "another candidate" in quick.text
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b" ", b"\n\r"]), max_size=12))
+def test_the_end_of_the_header_block_is_where_the_blank_line_pattern_finds_it(
+    pieces: list[bytes],
+) -> None:
+    raw = b"".join(pieces)
+    found = _BLANK_LINE.search(raw)
+    assert header_end(raw) == (found.span() if found else None)
+
+
+def test_a_long_line_without_a_colon_is_declined_in_one_pass() -> None:
+    # Tried at every byte, a field pattern would backtrack over the whole line from each:
+    # minutes for a 64 KB header. Anchored to line starts and possessive, it is one pass.
+    assert _fields(b"x" * 65_536 + b"\r\n\r\n") is None
+    assert _fields(b"Subject: a\r\n" + b"y" * 65_536 + b"\r\n\r\n") is None
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(["", "Mon, ", "Sun, ", "Xyz, "]),
+    st.integers(0, 40),
+    st.sampled_from(["Jan", "Feb", "Nov", "Dec", "Foo", "nov"]),
+    st.one_of(st.integers(0, 9999), st.sampled_from([1970, 2026, 9999])),
+    st.tuples(st.integers(0, 25), st.integers(0, 61), st.integers(0, 61)),
+    st.sampled_from("+-"),
+    st.tuples(st.integers(0, 30), st.integers(0, 99)),
+)
+def test_a_date_in_the_rfc_5322_form_reads_as_parsedate_reads_it(
+    weekday: str,
+    day: int,
+    month: str,
+    year: int,
+    time: tuple[int, int, int],
+    sign: str,
+    zone: tuple[int, int],
+) -> None:
+    value = (
+        f"{weekday}{day} {month} {year} {time[0]:02d}:{time[1]:02d}:{time[2]:02d} "
+        f"{sign}{zone[0]:02d}{zone[1]:02d}"
+    )
+    read, expected = _date(value), _parsed_date(value)
+    assert read == expected
+    assert read is None or expected is None or read.tzinfo == expected.tzinfo

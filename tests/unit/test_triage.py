@@ -26,7 +26,7 @@ from nextround.daemon.lifecycle import State
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.parse import parse_message, parse_quick
 from nextround.daemon.store import Store
-from nextround.daemon.sync import FolderRef
+from nextround.daemon.sync import FolderRef, Ready, Settled
 from nextround.daemon.training import MODEL_FILE
 from nextround.daemon.triage import (
     TRIAGE_TEXT,
@@ -90,12 +90,17 @@ def fetched(raws: list[bytes]) -> list[Fetched]:
 
 
 def triaged(engine: Engine, store: Store, folder: FolderRef, raws: list[bytes]) -> list[str]:
-    """For each message, how triage read it: "full", "quick", or "left" to the full parse."""
+    """For each message, how triage read it: "full", "quick", "settled" (quick, and nothing
+    left to do but record it), or "left" to the full parse."""
     batch = fetched(raws)
     [(same, ready)] = list(engine.triage(store, folder, iter([batch]), len(batch)))
     assert same == batch
     out = []
     for message in ready:
+        if isinstance(message, Settled):
+            assert message.message.message_id not in engine.decided
+            out.append("settled")
+            continue
         decided = None if message is None else engine.decided.get(message.message_id)
         assert message is None or folder == SENT or (decided and decided[0] is message)
         out.append(
@@ -175,17 +180,32 @@ def test_the_screen_rules_out_ordinary_mail_and_leaves_job_mail_to_the_classifie
 
 
 def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store: Store) -> None:
-    raw = eml(
-        "Garden Weekly <news@gardenweekly.example>",
-        "Ten links about tomatoes",
-        "This week: compost, ladders and a tomato that grew through a fence.\n" * 40,
+    newsletter = dict(
+        sender="Garden Weekly <news@gardenweekly.example>",
+        subject="Ten links about tomatoes",
+        body="This week: compost, ladders and a tomato that grew through a fence.\n" * 40,
         List_Unsubscribe="<mailto:leave@gardenweekly.example>",
     )
+    # In a conversation (one nextround does not follow): handled as triage read it.
+    raw = eml(**newsletter, In_Reply_To="<earlier@gardenweekly.example>")
     assert triaged(engine, store, INBOX, [raw]) == ["quick"]
     [(message, reading)] = engine.decided.values()
     assert reading.prediction is not None and reading.prediction.label == "other"
     assert set(reading.prediction.probabilities) == {"other"}  # the screen ruled it out
     assert message.text == (parse_quick(raw) or message).text[:TRIAGE_TEXT]  # what it read
+    # In none: settled, with the same verdict, and its writer to remember under a guess.
+    batch = fetched([eml(**newsletter)])
+    [(_, [settled])] = list(engine.triage(store, INBOX, iter([batch]), 1))
+    assert isinstance(settled, Settled) and not engine.decided
+    assert settled.analysis.label == "other" and not settled.analysis.job_mail
+    assert settled.analysis.score == reading.prediction.score
+    assert settled.message.text == message.text
+    assert settled.contacts == ()  # a list's address is nobody to write to
+    lunch = fetched([eml("Sam Lee <sam.lee@globexhq.com>", "Lunch?", "Shall we meet at 1?\n")])
+    [(_, [personal])] = list(engine.triage(store, INBOX, iter([lunch]), 1))
+    assert isinstance(personal, Settled)
+    [(writer, key, guessed)] = personal.contacts  # filed under a guess from the domain
+    assert (writer.email, key, guessed) == ("sam.lee@globexhq.com", "globexhq", True)
 
 
 def test_a_reply_in_a_followed_conversation_is_left_to_the_full_parse(
@@ -237,17 +257,19 @@ def run_triage(
     batches = [fetched(batch) for batch in BATCHES]
     out = []
     for number, (_, ready) in enumerate(engine.triage(store, INBOX, iter(batches), 10)):
-        decided = [None if m is None else engine.decided[m.message_id][1] for m in ready]
-        out.append(
-            [
-                None if r is None or r.prediction is None
-                else (r.message.message_id, r.full, r.prediction.label)
-                for r in decided
-            ]
-        )  # fmt: skip
+        out.append([_how_read(engine, item) for item in ready])
         if kill_after is not None and number == kill_after:
             os.kill(reader_pid(helpers, kill), signal.SIGKILL)
     return out
+
+
+def _how_read(engine: Engine, item: Ready) -> tuple[str, bool, str] | None:
+    if isinstance(item, Settled):
+        return item.message.message_id, False, item.analysis.label
+    reading = None if item is None else engine.decided[item.message_id][1]
+    if reading is None or reading.prediction is None:
+        return None
+    return reading.message.message_id, reading.full, reading.prediction.label
 
 
 def reader_pid(helpers: list[Helper], number: int) -> int:
