@@ -255,8 +255,8 @@ class Engine:
     ) -> list[Ready]:
         """Which messages are handled as triage read them: INBOX mail it read in full, and
         mail it ruled out as job mail unless it is in a conversation we follow; every sent
-        copy it could read. Ruled-out mail in no conversation at all is Settled: nothing is
-        left to do with it but record it. The rest (None) are parsed in full."""
+        copy it could read. Ruled-out mail in no conversation we follow is Settled: nothing
+        is left to do with it but record it. The rest (None) are parsed in full."""
         self.decided.clear()
         if folder.role == "sent":
             return [
@@ -267,28 +267,43 @@ class Engine:
         for app in apps.all_applications(store):
             followed |= app.known_ids
         ready: list[Ready] = []
+        # A message handled one by one may add itself and what it answers to a conversation
+        # we follow (or open one): later mail of the batch that answers any of those is
+        # handled one by one too. One only the full parse reads may add anything.
+        adds: set[str] = set()
+        unknown = False
         for fetched, reading in zip(batch, readings, strict=True):
             if reading is None or reading.prediction is None:
                 ready.append(None)
+                unknown = True
                 continue
             message = with_thread(reading.message, fetched)
             keys = message.conversation_keys
-            if not reading.full and followed.intersection(keys):
+            unrelated = not keys or not (unknown or adds.intersection(keys))
+            if not reading.full and unrelated and followed.isdisjoint(keys):
+                settled = self._settled(message, reading)
+                if settled is not None:
+                    ready.append(settled)
+                    continue
+            adds.add(message.message_id)
+            adds.update(keys)
+            if not reading.full and not followed.isdisjoint(keys):
                 ready.append(None)  # in a conversation we follow (a reply?): read it all
                 continue
-            if not reading.full and not keys:
-                # What `handle` would do, short of the statements: no conversation to match,
-                # and mail ruled out as job mail opens nothing.
-                analysis = combine(message, reading.prediction, no_earlier_contacts)
-                if not analysis.job_mail:
-                    contacts = tuple((address, key, True) for address, key in reading.contacts)
-                    ready.append(Settled(message, analysis, contacts))
-                    if self.report is not None:
-                        self.report.analyses.append((message, analysis))
-                    continue
             self.decided[message.message_id] = (message, reading)
             ready.append(message)
         return ready
+
+    def _settled(self, message: Message, reading: Reading) -> Settled | None:
+        """Mail triage ruled out as job mail, with what `handle` would record for it; None if
+        it is job mail after all (it never is, below the triage floor)."""
+        assert reading.prediction is not None  # noqa: S101 - the caller checked
+        analysis = combine(message, reading.prediction, no_earlier_contacts)
+        if analysis.job_mail:
+            return None
+        if self.report is not None:
+            self.report.analyses.append((message, analysis))
+        return Settled(message, analysis, tuple((who, key, True) for who, key in reading.contacts))
 
     def combine(
         self,

@@ -22,11 +22,10 @@ from nextround.classifier.persist import load_model
 from nextround.daemon import applications as apps
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
 from nextround.daemon.engine import HELPERS, Engine
-from nextround.daemon.lifecycle import State
 from nextround.daemon.mailbox import Fetched
-from nextround.daemon.parse import parse_message, parse_quick
+from nextround.daemon.parse import header_message_id, parse_message, parse_quick
 from nextround.daemon.store import Store
-from nextround.daemon.sync import FolderRef, Ready, Settled
+from nextround.daemon.sync import FolderRef, FolderResult, Ready, Settled, _process_batch
 from nextround.daemon.training import MODEL_FILE
 from nextround.daemon.triage import (
     TRIAGE_TEXT,
@@ -35,6 +34,7 @@ from nextround.daemon.triage import (
     floor,
     job_chance,
     prefix_predictions,
+    read,
     screen_floor,
 )
 
@@ -180,26 +180,24 @@ def test_the_screen_rules_out_ordinary_mail_and_leaves_job_mail_to_the_classifie
 
 
 def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store: Store) -> None:
-    newsletter = dict(
-        sender="Garden Weekly <news@gardenweekly.example>",
-        subject="Ten links about tomatoes",
-        body="This week: compost, ladders and a tomato that grew through a fence.\n" * 40,
+    raw = eml(
+        "Garden Weekly <news@gardenweekly.example>",
+        "Ten links about tomatoes",
+        "This week: compost, ladders and a tomato that grew through a fence.\n" * 40,
         List_Unsubscribe="<mailto:leave@gardenweekly.example>",
+        In_Reply_To="<earlier@gardenweekly.example>",  # a conversation nextround does not follow
     )
-    # In a conversation (one nextround does not follow): handled as triage read it.
-    raw = eml(**newsletter, In_Reply_To="<earlier@gardenweekly.example>")
-    assert triaged(engine, store, INBOX, [raw]) == ["quick"]
-    [(message, reading)] = engine.decided.values()
-    assert reading.prediction is not None and reading.prediction.label == "other"
+    [reading] = read([(raw, False)], engine.model, engine.identity.email)
+    assert reading is not None and reading.prediction is not None and not reading.full
+    assert reading.prediction.label == "other"
     assert set(reading.prediction.probabilities) == {"other"}  # the screen ruled it out
-    assert message.text == (parse_quick(raw) or message).text[:TRIAGE_TEXT]  # what it read
-    # In none: settled, with the same verdict, and its writer to remember under a guess.
-    batch = fetched([eml(**newsletter)])
-    [(_, [settled])] = list(engine.triage(store, INBOX, iter([batch]), 1))
+    assert reading.message.text == (parse_quick(raw) or reading.message).text[:TRIAGE_TEXT]
+    # Nothing is left to do with it but record it: settled, with that verdict.
+    [(_, [settled])] = list(engine.triage(store, INBOX, iter([fetched([raw])]), 1))
     assert isinstance(settled, Settled) and not engine.decided
     assert settled.analysis.label == "other" and not settled.analysis.job_mail
     assert settled.analysis.score == reading.prediction.score
-    assert settled.message.text == message.text
+    assert settled.message.text == reading.message.text
     assert settled.contacts == ()  # a list's address is nobody to write to
     lunch = fetched([eml("Sam Lee <sam.lee@globexhq.com>", "Lunch?", "Shall we meet at 1?\n")])
     [(_, [personal])] = list(engine.triage(store, INBOX, iter([lunch]), 1))
@@ -208,22 +206,28 @@ def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store
     assert (writer.email, key, guessed) == ("sam.lee@globexhq.com", "globexhq", True)
 
 
-def test_a_reply_in_a_followed_conversation_is_left_to_the_full_parse(
+def test_mail_answering_one_handled_earlier_in_the_batch_is_not_settled(
     engine: Engine, store: Store
 ) -> None:
-    thanks = eml(
-        "Garden Weekly <news@gardenweekly.example>",
-        "Re: tomatoes",
-        "Thanks, see you at the allotment.\n",
-        In_Reply_To="<request@example.org>",
-    )
-    assert triaged(engine, store, INBOX, [thanks]) == ["quick"]
+    """The rejection opens an application as it is handled; a ruled-out answer to it later in
+    the same batch must still reach `handle`, which adds it to that application's thread."""
+    rejection_id = header_message_id(REJECTION)
+    body = "This week: compost, ladders and a tomato that grew through a fence.\n" * 10
+
+    def newsletter(answers: str) -> bytes:
+        return eml("Garden Weekly <news@gardenweekly.example>", "Re: tomatoes", body,
+                   In_Reply_To=answers)  # fmt: skip
+
+    answer = newsletter(rejection_id)
+    batch = fetched([newsletter("<a@gardenweekly.example>"), REJECTION, answer,
+                     newsletter("<b@gardenweekly.example>")])  # fmt: skip
+    [(_, ready)] = list(engine.triage(store, INBOX, iter([batch]), len(batch)))
+    assert [type(item).__name__ for item in ready] == ["Settled", "Message", "Message", "Settled"]
     now = datetime(2026, 11, 22, tzinfo=UTC)
-    with store.transaction():
-        apps.open_application(
-            store, now, State.REQUESTED, rejection_message_id="<request@example.org>"
-        )
-    assert triaged(engine, store, INBOX, [thanks]) == ["left"]
+    _process_batch(store, INBOX, 1, batch, ready, now, engine.handle, FolderResult(INBOX), False)
+    [app] = apps.all_applications(store)
+    assert app.rejection_message_id == rejection_id
+    assert header_message_id(answer) in app.thread
 
 
 def test_sent_copies_are_read_for_their_headers_only(engine: Engine, store: Store) -> None:
