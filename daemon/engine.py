@@ -67,7 +67,7 @@ from nextround.daemon.sync import (
     sync_folder,
     with_thread,
 )
-from nextround.daemon.triage import Helper, Raw, Reading, read, read_ahead, read_fully
+from nextround.daemon.triage import Helper, Raw, Reading, floor, read, read_ahead, read_fully
 
 logger = logging.getLogger(__name__)
 
@@ -200,17 +200,15 @@ class Engine:
                 prediction = reading.prediction
             else:  # parsed in full here: read it as triage reads such mail
                 [prediction] = self.model.predict([message], [self.identity.email])
-                reading = read_fully(message, prediction, self.identity.email)
+                lowest = floor(self.model.threshold)
+                reading = read_fully(message, prediction, self.identity.email, lowest)
             analysis = self.combine(store, message, prediction, reading.extracted)
             store.save_analysis(row_id, analysis)
             # The recruiter who scheduled an interview is whom a later no-reply rejection's
-            # request goes to. Mail that triage ruled out as job mail files its writers under
-            # their domain's name (`guessed`): reading the company out of the text costs more
-            # than everything else done with such a message.
-            for address, key in reading.contacts:
-                store.remember_contact(
-                    address, key, message.message_id, now, guessed=not reading.full
-                )
+            # request goes to. Mail ruled out as job mail files its writers under their
+            # domain's name (`guessed`; see `read_fully`).
+            for address, key, guessed in reading.contacts:
+                store.remember_contact(address, key, message.message_id, now, guessed=guessed)
             if self.report is not None:
                 self.report.analyses.append((message, analysis))
             self.on_inbox(store, message, analysis, now)
@@ -303,7 +301,7 @@ class Engine:
             return None
         if self.report is not None:
             self.report.analyses.append((message, analysis))
-        return Settled(message, analysis, tuple((who, key, True) for who, key in reading.contacts))
+        return Settled(message, analysis, reading.contacts)
 
     def combine(
         self,

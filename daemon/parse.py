@@ -100,7 +100,7 @@ def parse_quick(
     """Headers and the start of the text, with the standard library alone: enough to decide
     whether a message deserves `parse_message` (mail-parser reads all of it, several times
     slower). None when the prefix does not show enough to decide on. With `text_chars`, the
-    text may stop after that many characters (HTML is read only that far)."""
+    text stops after that many characters (HTML is read only that far)."""
     if not raw.strip():
         return None
     try:
@@ -129,7 +129,7 @@ def parse_quick(
     text = _text(plain, html, max(text_chars, _QUICK_MIN_TEXT) if text_chars else None)
     if len(raw) > QUICK_PREFIX and len(text.strip()) < _QUICK_MIN_TEXT:
         return None  # e.g. a large style block before the words: only a full parse can tell
-    return _record(raw, decoded, raw_headers, text, truncated)
+    return _record(raw, decoded, raw_headers, text[:text_chars] if text_chars else text, truncated)
 
 
 def _plain_value(value: str) -> bool:
@@ -410,25 +410,35 @@ _SIMPLE_ADDRESS = re.compile(
 _SIMPLE_ADDRESS_CHARS = 1_000
 
 
-def _addresses(value: str) -> tuple[Address, ...]:
-    """Addresses from the raw header. Each encoded-word becomes a quoted string first, so
-    what it decodes to (CR/LF, commas, colons, @) can neither forge nor hide an address."""
+# A quoted string (an encoded-word in one is against RFC 2047, but common: "=?utf-8?...?="
+# <a@example.org>; it is read as a whole, or what the word decodes to would stand outside).
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]++|\\.)*+)"')
 
-    def quoted(match: re.Match[str]) -> str:
-        text = one_line(_decode_words(match.group(0))).replace("\\", "").replace('"', "'")
-        return f'"{text}"'
+
+def _addresses(value: str) -> tuple[Address, ...]:
+    """Addresses from the raw header. Each encoded-word (with the quoted string it stands in,
+    if any) becomes a quoted string first, so what it decodes to (CR/LF, commas, colons, @,
+    quotes) can neither forge nor hide an address."""
+
+    def quoted(text: str) -> str:
+        return '"' + one_line(_decode_words(text)).replace("\\", "").replace('"', "'") + '"'
 
     if not value or value.isspace():
         return ()  # no header (most Reply-To): getaddresses finds no address in it either
     value = value[:100_000]
-    plain = "=?" not in value and len(value) <= _SIMPLE_ADDRESS_CHARS
-    simple = _SIMPLE_ADDRESS.fullmatch(value) if plain else None
+    if "=?" in value:
+        value = _QUOTED_STRING.sub(
+            lambda match: quoted(match.group(1)) if "=?" in match.group(1) else match.group(0),
+            value,
+        )
+        value = _ENCODED_WORD.sub(lambda match: quoted(match.group(0)), value)
+    simple = _SIMPLE_ADDRESS.fullmatch(value) if len(value) <= _SIMPLE_ADDRESS_CHARS else None
     if simple is not None:  # one plain address, as most are: getaddresses is slow
         quoted_name, phrase, bracketed, bare = simple.groups()
         name = quoted_name if quoted_name is not None else " ".join((phrase or "").split())
         pairs = [(name, bracketed or bare)]
     else:
-        pairs = getaddresses([_ENCODED_WORD.sub(quoted, value)])
+        pairs = getaddresses([value])
     result = []
     for name, email in pairs:
         email = one_line(email).strip("<>").lower()

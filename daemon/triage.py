@@ -65,16 +65,18 @@ class Reading:
     Mail the start of its text rules out as job mail is read cheaply: its `message` keeps only
     that start of the text (nothing after triage reads more). The rest is read `full`: parsed
     in full (mail-parser) and classified on all of it, with what it names extracted: (company,
-    role) for job mail, (company, None) for other mail a person wrote, for their contact.
+    role) for job mail, (company, None) for other job-like mail a person wrote (a recruiter's),
+    for their contact.
     """
 
     message: Message
     prediction: Prediction | None = None  # None: read for its headers, not classified
     full: bool = False
     extracted: tuple[str | None, str | None] | None = None
-    # The people who wrote it, each with the company key to file them under: the one read
-    # out of the text when read in full, else their domain's (`domain_key`).
-    contacts: tuple[tuple[Address, str], ...] = ()
+    # The people who wrote it, each with the company key to file them under and whether that
+    # key is a guess: the company read out of the text of job-like mail read in full, else
+    # their domain's (`domain_key`), a guess.
+    contacts: tuple[tuple[Address, str, bool], ...] = ()
 
 
 def floor(threshold: float) -> float:
@@ -108,14 +110,14 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
             readings.append(None)
         else:
             writers = human_writers(message, user)
-            contacts = tuple((writer, domain_key(writer)) for writer in writers)
+            contacts = tuple((writer, domain_key(writer), True) for writer in writers)
             readings.append(Reading(starts[index], prediction, contacts=contacts))
     parsed = [(index, _full(*raws[index])) for index in deeper]
     found = [(index, message) for index, message in parsed if message is not None]
     in_full = model.predict([message for _, message in found], [user])
     for (index, message), prediction in zip(found, in_full, strict=True):
         with contextlib.suppress(Exception):  # the cycle reads it again, and says why it fails
-            readings[index] = read_fully(message, prediction, user)
+            readings[index] = read_fully(message, prediction, user, lowest)
     return readings
 
 
@@ -167,18 +169,27 @@ def _full(raw: bytes, truncated: bool) -> Message | None:
         return None
 
 
-def read_fully(message: Message, prediction: Prediction, user: str) -> Reading:
+def read_fully(message: Message, prediction: Prediction, user: str, lowest: float) -> Reading:
     """A message parsed in full and classified on all its text, with what it names: company
-    and role of job mail, the company of other mail a person wrote (for their contact)."""
+    and role of job mail, and the company of other mail a person wrote that is job-like even
+    in full (a chance of job mail of at least `lowest`, the triage floor), for their contact.
+    The writers of the rest are filed under their domain, as mail ruled out on its start is:
+    reading a company out of a text costs more than everything else done with a message."""
     writers = human_writers(message, user)
+    extracted: tuple[str | None, str | None]
     if prediction.label in JOB_LABELS:
-        extracted: tuple[str | None, str | None] | None = extract(message)
-    elif writers:
+        extracted = extract(message)
+    elif writers and job_chance(prediction) >= lowest:
         extracted = (extract_company(message), None)
     else:
-        extracted = None
-    key = company_key(extracted[0] if extracted else None)
-    contacts = tuple((writer, key) for writer in writers)
+        return Reading(
+            message,
+            prediction,
+            full=True,
+            contacts=tuple((writer, domain_key(writer), True) for writer in writers),
+        )
+    key = company_key(extracted[0])
+    contacts = tuple((writer, key, False) for writer in writers)
     return Reading(message, prediction, full=True, extracted=extracted, contacts=contacts)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from nextround.classifier.corpus import load_corpus
-from nextround.classifier.inference import RejectionModel
+from nextround.classifier.inference import Prediction, RejectionModel
+from nextround.classifier.message import Address
 from nextround.classifier.persist import load_model
 from nextround.daemon import applications as apps
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
@@ -35,6 +36,7 @@ from nextround.daemon.triage import (
     job_chance,
     prefix_predictions,
     read,
+    read_fully,
     screen_floor,
 )
 
@@ -204,6 +206,32 @@ def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store
     assert isinstance(personal, Settled)
     [(writer, key, guessed)] = personal.contacts  # filed under a guess from the domain
     assert (writer.email, key, guessed) == ("sam.lee@globexhq.com", "globexhq", True)
+
+
+def test_other_mail_read_in_full_is_read_for_a_company_only_while_job_like() -> None:
+    message = parse_message(
+        eml(
+            "Sam Lee <sam.lee@globexhq.com>",
+            "Data Analyst role",
+            "Hi Alex,\n\nThanks for your interest in joining Initech as a Data Analyst. Could we "
+            "talk on Monday?\n\nSam\n",
+        )
+    )
+
+    def other(job_chance: float) -> Prediction:
+        return Prediction(
+            label="other", is_rejection=False, score=job_chance, stage=None,
+            no_feedback_policy=False,
+            probabilities={"rejection": job_chance, "closed": 0.0, "other": 1 - job_chance},
+        )  # fmt: skip
+
+    writer = Address("Sam Lee", "sam.lee@globexhq.com")
+    job_like = read_fully(message, other(0.3), "alex@example.org", lowest=0.1)
+    assert job_like.extracted == ("Initech", None)
+    assert job_like.contacts == ((writer, "initech", False),)  # read out of the text
+    ruled_out = read_fully(message, other(0.05), "alex@example.org", lowest=0.1)
+    assert ruled_out.full and ruled_out.extracted is None
+    assert ruled_out.contacts == ((writer, "globexhq", True),)  # a guess from the domain
 
 
 def test_mail_answering_one_handled_earlier_in_the_batch_is_not_settled(
