@@ -213,7 +213,14 @@ class RejectionModel:
     ) -> list[Prediction]:
         if not messages:
             return []
-        vectors = self.vectorise(messages)
+        return self._predictions(messages, self.vectorise(messages), user_addresses)
+
+    def _predictions(
+        self,
+        messages: Sequence[Message],
+        vectors: sp.csr_matrix,
+        user_addresses: Sequence[str] = (),
+    ) -> list[Prediction]:
         classes = self.label.classes
         probabilities = self.label.probabilities(vectors)
         interview = self.stage.positive(vectors, "interview")
@@ -261,10 +268,35 @@ class RejectionModel:
 
     def job_chances(self, messages: Sequence[Message]) -> np.ndarray[Any, Any]:
         """The screen's chance that each message is job mail, from the start of its text."""
+        return self.screened(messages, lowest=np.inf)[0]
+
+    def screened(
+        self, messages: Sequence[Message], lowest: float, user_addresses: Sequence[str] = ()
+    ) -> tuple[np.ndarray[Any, Any], dict[int, Prediction]]:
+        """The screen's chance that each message is job mail, from the start of its text, and
+        `predict` on that start for each message it gives at least `lowest`, by index. The
+        classifier reads the screen's columns too: their vectors are reused, not counted
+        again (a row of a batch's vectors depends on that message alone)."""
         if not messages:
-            return np.zeros(0)
+            return np.zeros(0), {}
         starts = [text_start(message) for message in messages]
-        return self.screen.positive(self.vectorise(starts, SCREEN_COLUMNS), "job")
+        rows = features(starts)
+        blocks = {
+            name: index.transform(rows[:, column])
+            for name, column, index in self.columns
+            if name in SCREEN_COLUMNS
+        }
+        chances = self.screen.positive(sp.hstack(list(blocks.values()), format="csr"), "job")
+        kept = np.flatnonzero(chances >= lowest)
+        if not len(kept):
+            return chances, {}
+        parts = [
+            blocks[name][kept] if name in blocks else index.transform(rows[kept, column])
+            for name, column, index in self.columns
+        ]
+        vectors = sp.hstack(parts, format="csr")
+        predictions = self._predictions([starts[i] for i in kept], vectors, user_addresses)
+        return chances, dict(zip(kept.tolist(), predictions, strict=True))
 
     def explain(self, message: Message, top: int = 8) -> list[tuple[str, float]]:
         """The features that pushed hardest toward (positive) or away from a rejection."""

@@ -143,14 +143,10 @@ def prefix_predictions(
 ) -> list[Prediction]:
     """What triage decides from the start of each message's text: the screen's verdict where
     it rules the mail out, else the classifier's on that start."""
-    starts = [text_start(message) for message in messages]
-    chances = model.job_chances(starts)  # cut once: job_chances keeps what is short enough
-    lowest = screen_floor(model.threshold)
-    kept = [i for i, chance in enumerate(chances) if chance >= lowest]
-    predictions = [screened_out(float(chance)) for chance in chances]
-    for i, prediction in zip(kept, model.predict([starts[i] for i in kept], [user]), strict=True):
-        predictions[i] = prediction
-    return predictions
+    chances, classified = model.screened(messages, screen_floor(model.threshold), [user])
+    return [
+        classified.get(index) or screened_out(float(chance)) for index, chance in enumerate(chances)
+    ]
 
 
 def _quick(raw: bytes, truncated: bool) -> Message | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nextround.classifier.corpus import load_corpus
-from nextround.classifier.inference import Prediction, RejectionModel
+from nextround.classifier.inference import Prediction, RejectionModel, text_start
 from nextround.classifier.message import Address
 from nextround.classifier.persist import load_model
 from nextround.daemon import applications as apps
@@ -155,6 +155,20 @@ def test_every_corpus_rejection_reaches_the_full_parse(engine: Engine) -> None:
     assert not ruled_out, ruled_out[:5]
 
 
+def test_what_the_screen_passes_is_classified_exactly_as_predict_classifies_it(
+    engine: Engine,
+) -> None:
+    """The classifier reuses the screen's vectors of a batch: its verdicts must be the very
+    numbers `predict` gives for the same starts."""
+    starts = [text_start(example.message) for example in load_corpus()[::10]]
+    lowest = screen_floor(engine.model.threshold)
+    chances, classified = engine.model.screened(starts, lowest, [engine.identity.email])
+    passed = [index for index, chance in enumerate(chances) if chance >= lowest]
+    assert sorted(classified) == passed and 50 < len(passed) < len(starts)
+    expected = engine.model.predict([starts[i] for i in passed], [engine.identity.email])
+    assert [classified[i] for i in passed] == expected
+
+
 def test_the_screen_rules_out_ordinary_mail_and_leaves_job_mail_to_the_classifier(
     engine: Engine,
 ) -> None:
@@ -178,7 +192,8 @@ def test_the_screen_rules_out_ordinary_mail_and_leaves_job_mail_to_the_classifie
     # Left to the classifier, which reads the same start of the text.
     assert classified.probabilities.keys() == {"rejection", "closed", "other"}
     [expected] = engine.model.predict([rejection], [engine.identity.email])
-    assert classified.label == expected.label == "rejection"
+    assert classified.label == "rejection"
+    assert classified == expected  # the screen's vectors reused: the very same numbers
 
 
 def test_ordinary_mail_is_decided_on_the_start_of_its_text(engine: Engine, store: Store) -> None:
