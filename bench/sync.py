@@ -15,6 +15,7 @@ TcpProxy (tests/tcpproxy.py), which counts IMAP commands and bytes in each direc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import importlib.metadata
 import io
@@ -390,6 +391,21 @@ def raw_fetch(user: MailUser, host: str, port: int, *, traced: bool = False) -> 
     }
 
 
+def reset_peak_memory() -> None:
+    """Start VmHWM (peak resident memory) afresh (Linux: /proc/self/clear_refs)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory since `reset_peak_memory`, in MB."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 def cpu_seconds() -> dict[str, float]:
     """CPU time so far: nextround's thread (this one), this process's other threads (the
     proxy), its finished child processes (triage helpers), and every Dovecot process."""
@@ -588,7 +604,9 @@ def measure(
             timed_box.fetch_seconds, timed_box.fetched, timed_box.fetched_bytes = 0.0, 0, 0
             proxy.reset_counters()
         cpu_before = cpu_seconds()
+        reset_peak_memory()
         result, seconds = timed(first)
+        peak_mb = peak_memory_mb()
         cpu = {key: round(value - cpu_before[key], 2) for key, value in cpu_seconds().items()}
         stats = proxy.stats()
         inbox = next(folder for folder in result.folders if folder.folder.role == "inbox")
@@ -606,6 +624,7 @@ def measure(
             "position_last_uid": position.last_uid,
             "profiled": profiler is not None,
             "cpu_seconds": cpu,
+            "peak_rss_mb": peak_mb,
         }
         if full:
             first_sync["runs_seconds"] = [round(x, 3) for x in (rehearsal, seconds) if x]
@@ -644,6 +663,9 @@ def measure(
                 + ", ".join(f"{key} {value:.1f}" for key, value in cpu.items())
                 + "; raw fetch via proxy: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in out["raw_proxied"]["cpu_seconds"].items())
+            )
+            print(
+                f"    peak resident memory of this process (the cycle and the proxy): {peak_mb} MB"
             )
         else:
             print(

@@ -359,6 +359,8 @@ class Demo:
                 say(f"      -> {conclusion[0]}")
                 for line in conclusion[1:]:
                     say(f"         {line}")
+            if report.unlisted:
+                say(f"  (and {report.unlisted} more ordinary mails)")
         say()
         if report.events:
             say("What it decided (application #, state changes):")

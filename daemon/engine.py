@@ -126,12 +126,31 @@ class Planned:
     reused: bool = False
 
 
+# Other mail a cycle's report keeps, at most: a first sync reads tens of thousands of
+# messages, and each kept costs about 3 KB until the cycle ends (270 MB for 100,000).
+REPORTED_OTHER = 100
+
+
 @dataclass
 class CycleReport:
     sync: CycleResult
+    # What the cycle judged INBOX mail: all job mail, and the first REPORTED_OTHER others.
     analyses: list[tuple[Message, Analysis]] = field(default_factory=list)
     drafts: list[Planned] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    other: int = 0  # other mail judged, kept in `analyses` or not
+
+    def saw(self, message: Message, analysis: Analysis) -> None:
+        if not analysis.job_mail:
+            self.other += 1
+            if self.other > REPORTED_OTHER:
+                return
+        self.analyses.append((message, analysis))
+
+    @property
+    def unlisted(self) -> int:
+        """Other mail judged but not kept in `analyses`."""
+        return max(0, self.other - REPORTED_OTHER)
 
     def summary(self) -> str:
         rejections = sum(1 for _, analysis in self.analyses if analysis.is_rejection)
@@ -210,7 +229,7 @@ class Engine:
             for address, key, guessed in reading.contacts:
                 store.remember_contact(address, key, message.message_id, now, guessed=guessed)
             if self.report is not None:
-                self.report.analyses.append((message, analysis))
+                self.report.saw(message, analysis)
             self.on_inbox(store, message, analysis, now)
 
     # -- classification ---------------------------------------------------------------------
@@ -300,7 +319,7 @@ class Engine:
         if analysis.job_mail:
             return None
         if self.report is not None:
-            self.report.analyses.append((message, analysis))
+            self.report.saw(message, analysis)
         return Settled(message, analysis, reading.contacts)
 
     def combine(

@@ -8,6 +8,7 @@ messages are re-identified by Message-ID so none is processed twice.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import traceback
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -292,7 +293,9 @@ def _process_batch(
             end = next((i for i in range(start, len(batch)) if ready[i] is None), len(batch))
             done = FolderResult(folder)
             with store.transaction():
-                for group in _groups(list(zip(batch[start:end], ready[start:end], strict=True))):
+                run = zip(batch[start:end], ready[start:end], strict=True)
+                for _, grouped in itertools.groupby(run, lambda item: isinstance(item[1], Settled)):
+                    group = list(grouped)
                     settled = [(got, item) for got, item in group if isinstance(item, Settled)]
                     if settled:  # a group is all Settled or none
                         _record_settled(store, folder, validity, settled, now, done, advance)
@@ -306,18 +309,6 @@ def _process_batch(
             result.add(done)
             start = end
         stopping.check()  # after the commit: a stop never leaves a message half-done
-
-
-def _groups(items: list[tuple[Fetched, Ready]]) -> Iterator[list[tuple[Fetched, Ready]]]:
-    """Consecutive items, grouped by whether they are Settled, in order."""
-    group: list[tuple[Fetched, Ready]] = []
-    for item in items:
-        if group and isinstance(item[1], Settled) != isinstance(group[0][1], Settled):
-            yield group
-            group = []
-        group.append(item)
-    if group:
-        yield group
 
 
 def _record_settled(

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ import pytest
 from nextround.classifier.message import Address, Message
 from nextround.classifier.verdict import Analysis
 from nextround.daemon import store as store_module
+from nextround.daemon.engine import REPORTED_OTHER, CycleReport
 from nextround.daemon.errors import StorageError
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.store import Store
-from nextround.daemon.sync import FolderRef, FolderResult, Settled, _process_batch
+from nextround.daemon.sync import CycleResult, FolderRef, FolderResult, Settled, _process_batch
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 INBOX = FolderRef("inbox", "INBOX", "config")
@@ -146,3 +148,16 @@ def test_a_storage_failure_in_a_settled_run_records_none_of_it(
     assert store.connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
     position = store.position("INBOX")
     assert position is not None and position.last_uid == 0
+
+
+def test_a_cycle_report_keeps_all_job_mail_and_a_bounded_number_of_others() -> None:
+    report = CycleReport(sync=CycleResult(now=NOW))
+    rejection = replace(settled(0).analysis, label="rejection", is_rejection=True)
+    for n in range(REPORTED_OTHER + 50):
+        report.saw(settled(n).message, settled(n).analysis)
+        if n % 60 == 0:
+            report.saw(settled(n).message, rejection)
+    assert report.other == REPORTED_OTHER + 50 and report.unlisted == 50
+    assert sum(a.job_mail for _, a in report.analyses) == 3  # every rejection is kept
+    assert len(report.analyses) == REPORTED_OTHER + 3
+    assert "3 rejection(s)" in report.summary()
