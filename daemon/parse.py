@@ -378,7 +378,6 @@ def _header_text(value: Any) -> str:
     return str(value)
 
 
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 MAX_NAME_CHARS = 200
 
 
@@ -410,9 +409,25 @@ _SIMPLE_ADDRESS = re.compile(
 _SIMPLE_ADDRESS_CHARS = 1_000
 
 
-# A quoted string (an encoded-word in one is against RFC 2047, but common: "=?utf-8?...?="
-# <a@example.org>; it is read as a whole, or what the word decodes to would stand outside).
-_QUOTED_STRING = re.compile(r'"((?:[^"\\]++|\\.)*+)"')
+# A quoted string (to its end, if it is never closed) or an encoded-word outside one, found
+# in one pass: replaced text is never read again, and no quote is scanned from twice. An
+# encoded-word in a quoted string is against RFC 2047, but common ("=?utf-8?...?="
+# <a@example.org>): the quoted string is read as a whole, or what the word decodes to would
+# stand outside the quotes.
+_QUOTED_OR_WORD = re.compile(
+    r'"((?:[^"\\]++|\\.)*+)(?:"|\\?\Z)|=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=', re.DOTALL
+)
+
+
+def _requoted(match: re.Match[str]) -> str:
+    """An encoded-word, or a quoted string with one in it, as one quoted string of what it
+    decodes to (no quote or backslash left in it); any other quoted string as it is."""
+    quoted, text = match.group(1), match.group(0)
+    if quoted is not None:
+        if "=?" not in quoted:
+            return text
+        text = quoted
+    return '"' + one_line(_decode_words(text)).replace("\\", "").replace('"', "'") + '"'
 
 
 def _addresses(value: str) -> tuple[Address, ...]:
@@ -420,18 +435,11 @@ def _addresses(value: str) -> tuple[Address, ...]:
     if any) becomes a quoted string first, so what it decodes to (CR/LF, commas, colons, @,
     quotes) can neither forge nor hide an address."""
 
-    def quoted(text: str) -> str:
-        return '"' + one_line(_decode_words(text)).replace("\\", "").replace('"', "'") + '"'
-
     if not value or value.isspace():
         return ()  # no header (most Reply-To): getaddresses finds no address in it either
     value = value[:100_000]
     if "=?" in value:
-        value = _QUOTED_STRING.sub(
-            lambda match: quoted(match.group(1)) if "=?" in match.group(1) else match.group(0),
-            value,
-        )
-        value = _ENCODED_WORD.sub(lambda match: quoted(match.group(0)), value)
+        value = _QUOTED_OR_WORD.sub(_requoted, value)
     simple = _SIMPLE_ADDRESS.fullmatch(value) if len(value) <= _SIMPLE_ADDRESS_CHARS else None
     if simple is not None:  # one plain address, as most are: getaddresses is slow
         quoted_name, phrase, bracketed, bare = simple.groups()

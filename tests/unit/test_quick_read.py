@@ -236,6 +236,12 @@ FORGED = "=?utf-8?q?Ann=0D=0ABcc=3A_x=40evil=2Eorg?= <ann@example.org>"
             [("Ann <x@evil.org>", "ann@example.org")],
         ),
         ('"Ann" <ann@example.org>, =?utf-8?q?B?= "o" <bo@example.org>', [ANN, ("B o", BO[1])]),
+        # An encoded-word that decodes to another is decoded once: the inner one stays text.
+        (
+            '"=?utf-8?q?Ann_=3D=3Futf-8=3Fq=3F=3D3Cx=3D40evil.org=3D3E=3F=3D?=" <ann@example.org>',
+            [("Ann =?utf-8?q?=3Cx=40evil.org=3E?=", "ann@example.org")],
+        ),
+        ('"Ann =?utf-8?q?Lee?= <ann@example.org>', []),  # never closed: all one quoted string
         ("", []),
         ("  ", []),
     ],
@@ -462,3 +468,18 @@ def test_a_date_in_the_rfc_5322_form_reads_as_parsedate_reads_it(
     read, expected = _date(value), _parsed_date(value)
     assert read == expected
     assert read is None or expected is None or read.tzinfo == expected.tzinfo
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "=?utf-8?q?a?= " + '"\\' * 32_000,  # quotes that never close, each escaped
+        '"' + "a\\" * 50_000,
+        '"=?' * 30_000,
+    ],
+    ids=["escaped-quotes", "backslashes", "open-words"],
+)
+def test_unbalanced_quotes_are_read_in_one_pass(value: str) -> None:
+    # Scanned again from every quote, these took minutes (found in review): each quoted
+    # string is now read once, to its end when it never closes.
+    assert _addresses(value) == ()

@@ -23,6 +23,7 @@ from nextround.classifier.persist import load_model
 from nextround.daemon import applications as apps
 from nextround.daemon.config import DEFAULT_THRESHOLD, Config, parse_config
 from nextround.daemon.engine import HELPERS, Engine
+from nextround.daemon.lifecycle import State
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.parse import header_message_id, parse_message, parse_quick
 from nextround.daemon.store import Store
@@ -271,6 +272,94 @@ def test_mail_answering_one_handled_earlier_in_the_batch_is_not_settled(
     [app] = apps.all_applications(store)
     assert app.rejection_message_id == rejection_id
     assert header_message_id(answer) in app.thread
+
+
+def test_a_reply_in_a_followed_conversation_is_left_to_the_full_parse(
+    engine: Engine, store: Store
+) -> None:
+    thanks = eml(
+        "Garden Weekly <news@gardenweekly.example>",
+        "Re: tomatoes",
+        "Thanks, see you at the allotment.\n",
+        In_Reply_To="<request@example.org>",
+    )
+    assert triaged(engine, store, INBOX, [thanks]) == ["settled"]
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    with store.transaction():
+        apps.open_application(
+            store, now, State.REQUESTED, rejection_message_id="<request@example.org>"
+        )
+    assert triaged(engine, store, INBOX, [thanks]) == ["left"]
+
+
+def test_after_mail_only_the_full_parse_reads_answers_are_not_settled(
+    engine: Engine, store: Store
+) -> None:
+    """What a message the quick reading cannot read answers is unknown until it is parsed:
+    later mail of the batch in any conversation is handled one by one."""
+    body = "This week: compost, ladders and a tomato that grew through a fence.\n" * 10
+
+    def answer() -> bytes:
+        return eml("Garden Weekly <news@gardenweekly.example>", "Re: tomatoes", body,
+                   In_Reply_To="<a@gardenweekly.example>")  # fmt: skip
+
+    alone = eml("Garden Weekly <news@gardenweekly.example>", "Tomatoes", body)
+    raws = [answer(), b"not a mail at all\r\n", answer(), alone]
+    assert triaged(engine, store, INBOX, raws) == ["settled", "left", "quick", "settled"]
+
+
+def _recorded(
+    engine: Engine, tmp_path: Path, raws: list[bytes], *, settle: bool, followed: bool
+) -> dict[str, list[tuple[object, ...]]]:
+    """Every row one batch leaves in the store: triaged, then recorded by the sync."""
+    engine = Engine(engine.config, engine.model)  # a fresh one: it keeps the batch's readings
+    if not settle:
+        engine._settled = lambda message, reading: None  # type: ignore[method-assign]
+    store = Store.open(tmp_path / f"{settle}.db")
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    if followed:
+        with store.transaction():
+            apps.open_application(
+                store, now, State.REQUESTED, rejection_message_id="<request@example.org>"
+            )
+    batch = fetched(raws)
+    [(_, ready)] = list(engine.triage(store, INBOX, iter([batch]), len(batch)))
+    assert any(isinstance(item, Settled) for item in ready) == settle
+    _process_batch(store, INBOX, 1, batch, ready, now, engine.handle, FolderResult(INBOX), True)
+    tables = ("messages", "contacts", "applications", "application_events")
+    rows = {
+        table: store.connection.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608
+        for table in tables
+    }
+    rows["messages"] = [row[1:] for row in rows["messages"]]  # not the row id
+    return rows
+
+
+@pytest.mark.parametrize("followed", [False, True], ids=["new", "followed"])
+def test_settled_mail_leaves_the_store_as_the_handler_leaves_it(
+    engine: Engine, tmp_path: Path, followed: bool
+) -> None:
+    body = "This week: compost, ladders and a tomato that grew through a fence.\n" * 10
+    rejection_id = header_message_id(REJECTION)
+
+    def mail(sender: str = "Garden Weekly <news@gardenweekly.example>", **headers: str) -> bytes:
+        return eml(sender, "Re: tomatoes", body, **headers)
+
+    raws = [
+        mail(),
+        mail("Sam Lee <sam.lee@globexhq.com>"),
+        mail("Alex Doe <alex@example.org>"),  # the user's own
+        mail(In_Reply_To="<request@example.org>"),  # followed, in the second case
+        mail("Sam Lee <sam.lee@globexhq.com>", References="<request@example.org>"),
+        REJECTION,
+        mail(In_Reply_To=rejection_id),
+        mail(References=f"<x@example.org> {rejection_id}"),
+        mail("Jo Park <jo@initech.example>", In_Reply_To="<elsewhere@initech.example>"),
+    ]
+    settled = _recorded(engine, tmp_path, raws, settle=True, followed=followed)
+    handled = _recorded(engine, tmp_path, raws, settle=False, followed=followed)
+    assert settled == handled
+    assert len(settled["messages"]) == len(raws) and settled["applications"]
 
 
 def test_sent_copies_are_read_for_their_headers_only(engine: Engine, store: Store) -> None:
