@@ -372,11 +372,16 @@ ORDINARY = [
     eml(f"Person {n} <person{n}@example.com>", f"Lunch {n}", f"Shall we meet at {n}?\n")
     for n in range(7)
 ]
+# Enough batches that each reader is sent more after the tests kill one at the second batch:
+# a dead reader is then always asked again, whether or not it finished what it held.
 BATCHES = [
     [REJECTION, ORDINARY[0], b"not a mail at all\r\n", ORDINARY[1]],
     [ORDINARY[2], CLOSED],
     [ORDINARY[3], ORDINARY[4], ORDINARY[5]],
     [ORDINARY[6]],
+    [ORDINARY[0], ORDINARY[2]],
+    [ORDINARY[4]],
+    [ORDINARY[1], ORDINARY[3], ORDINARY[5]],
 ]
 
 
@@ -392,7 +397,8 @@ def run_triage(
     in full and its label; None for one left to the full parse."""
     batches = [fetched(batch) for batch in BATCHES]
     out = []
-    for number, (_, ready) in enumerate(engine.triage(store, INBOX, iter(batches), 10)):
+    count = sum(map(len, batches))
+    for number, (_, ready) in enumerate(engine.triage(store, INBOX, iter(batches), count)):
         out.append([_how_read(engine, item) for item in ready])
         if kill_after is not None and number == kill_after:
             os.kill(reader_pid(helpers, kill), signal.SIGKILL)
@@ -443,13 +449,16 @@ def test_a_helper_process_reads_as_this_process_reads(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    expected = run_triage(engine, store, helpers)  # 10 messages: read here
+    expected = run_triage(engine, store, helpers)  # 16 messages: read here
     assert helpers == []
     assert [[m and m[1:] for m in batch] for batch in expected] == [
         [(True, "rejection"), (False, "other"), None, (False, "other")],
         [(False, "other"), (True, "closed")],
         [(False, "other")] * 3,
         [(False, "other")],
+        [(False, "other")] * 2,
+        [(False, "other")],
+        [(False, "other")] * 3,
     ]
     monkeypatch.setattr(engine, "helper_from", 1)
     assert run_triage(engine, store, helpers) == expected
@@ -457,7 +466,7 @@ def test_a_helper_process_reads_as_this_process_reads(
     assert "helper failed" not in caplog.text  # the helper read them, not this process
 
 
-# With two readers and BATCHES' four batches, each of these kills a reader that holds a batch.
+# With two readers, each of these kills a reader that holds a batch (or has just read it).
 @pytest.mark.parametrize(("kill", "kill_after"), [(0, 0), (1, 0), (0, 1), (1, 1)])
 def test_when_a_reader_dies_this_process_reads_the_rest(
     engine: Engine,
