@@ -258,13 +258,17 @@ class RejectionModel:
         self, messages: Sequence[Message], names: Sequence[str] | None = None
     ) -> sp.csr_matrix:
         """The messages' vectors: every column's, or the named columns' (in model order)."""
-        rows = features(messages)
-        parts = [
-            index.transform(rows[:, column])
+        return sp.hstack(list(self._blocks(features(messages), names).values()), format="csr")
+
+    def _blocks(
+        self, rows: np.ndarray[Any, Any], names: Sequence[str] | None = None
+    ) -> dict[str, sp.csr_matrix]:
+        """Each column's vectors from `features` rows, or the named columns' (in model order)."""
+        return {
+            name: index.transform(rows[:, column])
             for name, column, index in self.columns
             if names is None or name in names
-        ]
-        return sp.hstack(parts, format="csr")
+        }
 
     def job_chances(self, messages: Sequence[Message]) -> np.ndarray[Any, Any]:
         """The screen's chance that each message is job mail, from the start of its text."""
@@ -281,18 +285,14 @@ class RejectionModel:
             return np.zeros(0), {}
         starts = [text_start(message) for message in messages]
         rows = features(starts)
-        blocks = {
-            name: index.transform(rows[:, column])
-            for name, column, index in self.columns
-            if name in SCREEN_COLUMNS
-        }
+        blocks = self._blocks(rows, SCREEN_COLUMNS)
         chances = self.screen.positive(sp.hstack(list(blocks.values()), format="csr"), "job")
         kept = np.flatnonzero(chances >= lowest)
         if not len(kept):
             return chances, {}
+        rest = self._blocks(rows[kept], [name for name, _, _ in self.columns if name not in blocks])
         parts = [
-            blocks[name][kept] if name in blocks else index.transform(rows[kept, column])
-            for name, column, index in self.columns
+            blocks[name][kept] if name in blocks else rest[name] for name, _, _ in self.columns
         ]
         vectors = sp.hstack(parts, format="csr")
         predictions = self._predictions([starts[i] for i in kept], vectors, user_addresses)

@@ -296,15 +296,16 @@ class Engine:
                 continue
             message = with_thread(reading.message, fetched)
             keys = message.conversation_keys
-            unrelated = not keys or not (unknown or adds.intersection(keys))
-            if not reading.full and unrelated and followed.isdisjoint(keys):
+            in_followed = not reading.full and not followed.isdisjoint(keys)
+            answers_batch = bool(keys) and (unknown or not adds.isdisjoint(keys))
+            if not reading.full and not in_followed and not answers_batch:
                 settled = self._settled(message, reading)
                 if settled is not None:
                     ready.append(settled)
                     continue
             adds.add(message.message_id)
             adds.update(keys)
-            if not reading.full and not followed.isdisjoint(keys):
+            if in_followed:
                 ready.append(None)  # in a conversation we follow (a reply?): read it all
                 continue
             self.decided[message.message_id] = (message, reading)

@@ -434,7 +434,6 @@ def _addresses(value: str) -> tuple[Address, ...]:
     """Addresses from the raw header. Each encoded-word (with the quoted string it stands in,
     if any) becomes a quoted string first, so what it decodes to (CR/LF, commas, colons, @,
     quotes) can neither forge nor hide an address."""
-
     if not value or value.isspace():
         return ()  # no header (most Reply-To): getaddresses finds no address in it either
     value = value[:100_000]

@@ -109,8 +109,7 @@ def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[R
             deeper.append(index)
             readings.append(None)
         else:
-            writers = human_writers(message, user)
-            contacts = tuple((writer, domain_key(writer), True) for writer in writers)
+            contacts = _guessed(human_writers(message, user))
             readings.append(Reading(starts[index], prediction, contacts=contacts))
     parsed = [(index, _full(*raws[index])) for index in deeper]
     found = [(index, message) for index, message in parsed if message is not None]
@@ -178,15 +177,15 @@ def read_fully(message: Message, prediction: Prediction, user: str, lowest: floa
     elif writers and job_chance(prediction) >= lowest:
         extracted = (extract_company(message), None)
     else:
-        return Reading(
-            message,
-            prediction,
-            full=True,
-            contacts=tuple((writer, domain_key(writer), True) for writer in writers),
-        )
+        return Reading(message, prediction, full=True, contacts=_guessed(writers))
     key = company_key(extracted[0])
     contacts = tuple((writer, key, False) for writer in writers)
     return Reading(message, prediction, full=True, extracted=extracted, contacts=contacts)
+
+
+def _guessed(writers: Sequence[Address]) -> tuple[tuple[Address, str, bool], ...]:
+    """Writers filed under their domain's name, a guess (`domain_key`)."""
+    return tuple((writer, domain_key(writer), True) for writer in writers)
 
 
 class Helper:
