@@ -161,7 +161,11 @@ _SECOND_LEVEL = {"co", "com", "ac", "org", "net", "gov", "or", "ne", "edu"}
 def domain_key(address: Address) -> str:
     """The company a domain names (brightloom.io, mail.brightloom.co.uk -> "brightloom"), or
     "" for an applicant-tracking system or a free mail provider."""
-    domain = address.domain
+    return _domain_key(address.domain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_key(domain: str) -> str:
     if is_ats_domain(domain) or domain in FREEMAIL_DOMAINS:
         return ""
     labels = domain.split(".")

@@ -12,7 +12,6 @@ from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 
-_WHITESPACE = re.compile(r"\s+")
 # C0 controls that are not white space, and DEL: never meaningful in a header value.
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 # The most a header-derived value keeps (RFC 5322's line limit): folding a megabyte-long
@@ -23,7 +22,9 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 def one_line(value: str) -> str:
     """Fold all white space, CR and LF included, into single spaces; drop control bytes."""
-    return _WHITESPACE.sub(" ", _CONTROLS.sub("", value)).strip()
+    if not value.isprintable():  # printable text has no control bytes: most values
+        value = _CONTROLS.sub("", value)
+    return " ".join(value.split())  # str.split's white space is the same as \s
 
 
 def header_safe(value: str) -> str:
@@ -51,7 +52,9 @@ def safe_message_id(value: str) -> str:
 
 def message_ids(value: str) -> tuple[str, ...]:
     """The `<id>` tokens of an In-Reply-To or References header, in order."""
-    return tuple(_MESSAGE_ID.findall(_CONTROLS.sub("", value or "")))
+    if not value:
+        return ()
+    return tuple(_MESSAGE_ID.findall(value if value.isprintable() else _CONTROLS.sub("", value)))
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,24 @@ _WORD = re.compile(r"\w+")
 # TfidfVectorizer's default token_pattern, r"(?u)\b\w\w+\b", without the word boundaries:
 # \w\w+ is greedy, so every match starts and ends at one anyway, and it is found faster.
 _TOKEN = re.compile(r"\w\w+")
-# The same patterns for ASCII text, where they find the same words about a third faster.
-_ASCII_WORD = re.compile(r"\w+", re.ASCII)
-_ASCII_TOKEN = re.compile(r"\w\w+", re.ASCII)
+# In ASCII text every character but a word character (\w) made a space: then split() finds
+# the same words as _WORD, faster than any regular expression.
+_ASCII_SPACES = str.maketrans(
+    {chr(code): " " for code in range(128) if not (chr(code).isalnum() or chr(code) == "_")}
+)
+
+
+def words(text: str) -> list[str]:
+    """The words of a text (_WORD)."""
+    return text.translate(_ASCII_SPACES).split() if text.isascii() else _WORD.findall(text)
+
+
+def tokens(text: str) -> list[str]:
+    """TfidfVectorizer's tokens of a text (_TOKEN)."""
+    if text.isascii():
+        return [word for word in text.translate(_ASCII_SPACES).split() if len(word) > 1]
+    return _TOKEN.findall(text)
+
 
 # Precomposed accented Latin letters to their base letters (é -> e, Ł stays Ł): what
 # TfidfVectorizer's strip_accents="unicode" does for them, as one table lookup per character;
@@ -82,6 +97,20 @@ def weigh(
     return counts
 
 
+def counted(
+    rows: np.ndarray[Any, Any], columns: np.ndarray[Any, Any], documents: int, width: int
+) -> sp.csr_matrix:
+    """The (documents x width) matrix counting each (row, column) pair, built sorted and
+    summed (what `csr_matrix((ones, (rows, columns)))` and `sum_duplicates` give, faster)."""
+    codes, counts = np.unique(rows * width + columns, return_counts=True)
+    indptr = np.searchsorted(codes, np.arange(documents + 1) * width)
+    matrix = sp.csr_matrix(
+        (counts.astype(np.float64), codes % width, indptr), shape=(documents, width)
+    )
+    matrix.has_canonical_format = True
+    return matrix
+
+
 class WordIndex:
     """TfidfVectorizer(ngram_range=(1, 2), preprocessor=fold, sublinear_tf=True)'s transform,
     from its vocabulary and idf."""
@@ -109,32 +138,34 @@ class WordIndex:
         self.width = len(vocabulary)
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
-        words = self.words
+        known_words = self.words
         ids: list[int] = []
         lengths: list[int] = []
         for document in documents:
-            folded = fold(document)
-            tokens = (_ASCII_TOKEN if folded.isascii() else _TOKEN).findall(folded)
-            ids.extend(map(words.get, tokens, repeat(-1)))
-            lengths.append(len(tokens))
+            found = tokens(fold(document))
+            ids.extend(map(known_words.get, found, repeat(-1)))
+            lengths.append(len(found))
         word = np.asarray(ids, dtype=np.int64)
-        row = np.repeat(np.arange(len(lengths)), lengths)
+        documents = len(lengths)
+        row = np.repeat(np.arange(documents), lengths)
         known = word >= 0
         single = np.full(len(word), -1, dtype=np.int64)
         single[known] = self.single[word[known]]
         rows, columns = [row[single >= 0]], [single[single >= 0]]
         if len(word) > 1 and len(self.pair_keys):
             pair = known[:-1] & known[1:] & (row[:-1] == row[1:])
-            keys = word[:-1][pair] * len(words) + word[1:][pair]
+            # Looked up in order: a sorted search for sorted keys stays in the cache (several
+            # times faster). Each key carries its row through the sort.
+            keyed = word[:-1][pair] * len(known_words) + word[1:][pair]
+            keyed = keyed * documents + row[:-1][pair]
+            keys, pair_rows = np.divmod(np.sort(keyed), documents)
             at = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
             found = self.pair_keys[at] == keys
-            rows.append(row[:-1][pair][found])
+            rows.append(pair_rows[found])
             columns.append(self.pair_columns[at[found]])
-        row_ids, column_ids = np.concatenate(rows), np.concatenate(columns)
-        counts = sp.csr_matrix(
-            (np.ones(len(row_ids)), (row_ids, column_ids)), shape=(len(lengths), self.width)
+        return weigh(
+            counted(np.concatenate(rows), np.concatenate(columns), documents, self.width), self.idf
         )
-        return weigh(counts, self.idf)
 
     def names(self) -> list[str]:
         """The feature name of each column, as the vocabulary writes it."""
@@ -175,17 +206,14 @@ class GramIndex(_Vocabulary):
         self._words: dict[str, np.ndarray[Any, Any]] = {}
 
     def transform(self, documents: Iterable[str]) -> sp.csr_matrix:
-        found = [
-            (_ASCII_WORD if lowered.isascii() else _WORD).findall(lowered)
-            for lowered in (document.lower() for document in documents)
-        ]
+        found = [words(document.lower()) for document in documents]
         # Each distinct word once, in order of appearance; then every word's number, in C.
         index = {word: number for number, word in enumerate(dict.fromkeys(chain(*found)))}
-        words = list(map(index.__getitem__, chain(*found)))
+        numbers = list(map(index.__getitem__, chain(*found)))
         indptr = np.zeros(len(found) + 1, dtype=np.int64)
         np.cumsum([len(document) for document in found], out=indptr[1:])
         per_document = sp.csr_matrix(
-            (np.ones(len(words)), np.asarray(words, dtype=np.int64), indptr),
+            (np.ones(len(numbers)), np.asarray(numbers, dtype=np.int64), indptr),
             shape=(len(found), len(index)),
         )
         return weigh((per_document @ self._grams_of(index)).tocsr(), self.idf)

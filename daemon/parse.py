@@ -11,13 +11,14 @@ import functools
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import mailparser
 from mailparser.utils import decode_header_part
@@ -34,7 +35,9 @@ from nextround.daemon.errors import MessageParseError
 
 logger = logging.getLogger(__name__)
 
-_KEPT_HEADERS = ("auto-submitted", "x-autoreply", "x-autorespond", "precedence", "x-gm-thrid")
+_KEPT_HEADERS = frozenset(
+    ("auto-submitted", "x-autoreply", "x-autorespond", "precedence", "x-gm-thrid")
+)
 _KEPT_PREFIXES = ("list-", "x-nextround-")
 
 
@@ -86,12 +89,27 @@ QUICK_PREFIX = 65_536
 _QUICK_MIN_TEXT = 200
 _QUICK_DEPTH, _QUICK_PARTS = 5, 20  # how deep and how many parts the quick walk looks
 _QUICK_HEADERS = ("from", "to", "subject", "date", "message-id", "in-reply-to", "references")
-_READ_HEADERS = (*_QUICK_HEADERS, "reply-to", *_KEPT_HEADERS)
+_READ_HEADERS = frozenset((*_QUICK_HEADERS, "reply-to", *_KEPT_HEADERS))
 _SEVEN_BIT = (bytes(range(128)), b"\x1b$B$*5'\x1b(B", b"\x1b$)C\x0e!!\x0f", b"+AGE-", b"~{<:~}")
 # What may follow a boundary on its delimiter line, as the email package reads it.
 _DELIMITER_END = re.compile(rb"(?:--)?[ \t]*")
 # Repeated, these read the same in both: addresses from the last, the Message-ID's first id.
 _LAST_OR_FIRST = frozenset(("from", "to", "reply-to", "message-id"))
+_ADDRESS_HEADERS = frozenset(("from", "to", "reply-to"))
+_CACHED_CHARS = 1_000
+T = TypeVar("T")
+
+
+def _remembered(read: Callable[[str], T]) -> Callable[[str], T]:
+    """`read`, keeping what it gave for the header values seen last: senders, recipients and
+    many subjects repeat from mail to mail. Short values only, so the cache stays small."""
+    cached = functools.lru_cache(maxsize=1024)(read)
+
+    @functools.wraps(read)
+    def remembered(value: str) -> T:
+        return cached(value) if len(value) <= _CACHED_CHARS else read(value)
+
+    return remembered
 
 
 def parse_quick(
@@ -114,24 +132,28 @@ def parse_quick(
     # As parse_message reads them: addresses from the last header of a name, everything else
     # (Message-ID above all: header_message_id must agree) from the first.
     raw_headers = dict(items)
-    first: dict[str, str] = {}
-    for name, value in items:
-        first.setdefault(name, value)
+    first = dict(reversed(items))
     used = {name for name in first if name in _READ_HEADERS or name.startswith(_KEPT_PREFIXES)}
     joined = used - _LAST_OR_FIRST  # mail-parser joins their repeats: "a, b"
     if len(joined) < sum(name in joined for name, _ in items) or not all(
-        _plain_value(first[name]) for name in used
+        _plain_value(value) for name in used if "=?" in (value := first[name])
     ):
         return None  # mail-parser reads these its own way: let it
-    decoded = {name: _decode_words(first[name]) for name in used if name != "reply-to"}
-    if not any(name in decoded for name in ("from", "subject", "date", "message-id", "to")):
+    if not any(name in first for name in ("from", "subject", "date", "message-id", "to")):
         return None
+    # Addresses are read from the raw values (`_addresses`), so only the rest is decoded.
+    decoded = {
+        name: _decode_words(value)
+        for name, value in first.items()
+        if name in used and name not in _ADDRESS_HEADERS
+    }
     text = _text(plain, html, max(text_chars, _QUICK_MIN_TEXT) if text_chars else None)
     if len(raw) > QUICK_PREFIX and len(text.strip()) < _QUICK_MIN_TEXT:
         return None  # e.g. a large style block before the words: only a full parse can tell
     return _record(raw, decoded, raw_headers, text[:text_chars] if text_chars else text, truncated)
 
 
+@_remembered
 def _plain_value(value: str) -> bool:
     """A header value the quick reading reads exactly as mail-parser does: encoded-words
     that decode (it drops or refuses what does not)."""
@@ -199,13 +221,6 @@ def _split(raw: bytes, *, strict: bool = False) -> tuple[list[tuple[str, str]], 
     return items, body
 
 
-# One field: its name, and its value with any continuation lines. Tried only at the start of
-# a line, possessively, so a long line without a colon costs one pass, not one per character.
-_FIELD = re.compile(
-    rb"^(([!-9;-~]++):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+))(\r?\n)?", re.MULTILINE
-)
-
-
 def _fields(header: bytes) -> list[tuple[str, str]] | None:
     """The fields of a header block exactly as BytesHeaderParser(policy=compat32) and
     `_raw_text` read them, several times faster; None for a block with anything but fields
@@ -214,10 +229,25 @@ def _fields(header: bytes) -> list[tuple[str, str]] | None:
     block = header.rstrip(b"\r\n")
     if not block or block[:1] in (b" ", b"\t") or b"\r" in block.replace(b"\r\n", b""):
         return None
-    found = _FIELD.findall(block)
-    if sum(len(field) + len(end) for field, _, _, end in found) != len(block):
-        return None  # a line that is neither a field nor a continuation of one
-    return [(name.decode("ascii").lower(), _text_of(value)) for _, name, value, _ in found]
+    try:  # UTF-8 as a whole, as most blocks are (ASCII above all): decoded once, not by field
+        text, by_field = block.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, by_field = block.decode("latin-1"), True  # byte for byte, each value decoded alone
+    # Line by line (a regular expression spends many times longer testing each character):
+    # a CR can only end a line here, so each line keeps its own, and a value its line breaks.
+    fields: list[list[str]] = []
+    for line in text.split("\n"):
+        if line[:1] in (" ", "\t"):
+            fields[-1].append(line)  # a continuation line
+            continue
+        name, colon, value = line.partition(":")
+        if not name or not colon or not name.isascii() or not name.isprintable() or " " in name:
+            return None  # not a field: no name (printable ASCII, no space) before a colon
+        fields.append([name.lower(), value.lstrip(" \t")])
+    values = (("\n".join(lines).removesuffix("\r"), name) for name, *lines in fields)
+    if by_field:
+        return [(name, _text_of(value.encode("latin-1"))) for value, name in values]
+    return [(name, value) for value, name in values]
 
 
 def _text_of(value: bytes) -> str:
@@ -235,10 +265,10 @@ class _Head:
     full parse."""
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
-        self.items = items
+        self.first = dict(reversed(items))  # the first field of a name wins
 
     def get(self, name: str) -> str | None:
-        return next((value for field, value in self.items if field == name), None)
+        return self.first.get(name)
 
     def content_type(self) -> tuple[str, dict[str, str] | None]:
         value = self.get("content-type")
@@ -248,6 +278,7 @@ class _Head:
         return (kind if kind.count("/") == 1 else "text/plain"), params
 
 
+@_remembered  # the parameters are only read, never changed
 def _value_and_params(value: str) -> tuple[str, dict[str, str] | None]:
     """`value; name=...` (Content-Type, Content-Disposition): the value, lower-cased, and its
     parameters. A quote before the first ";" makes the email package split the parameters
@@ -430,6 +461,7 @@ def _requoted(match: re.Match[str]) -> str:
     return '"' + one_line(_decode_words(text)).replace("\\", "").replace('"', "'") + '"'
 
 
+@_remembered
 def _addresses(value: str) -> tuple[Address, ...]:
     """Addresses from the raw header. Each encoded-word (with the quoted string it stands in,
     if any) becomes a quoted string first, so what it decodes to (CR/LF, commas, colons, @,
@@ -456,6 +488,7 @@ def _addresses(value: str) -> tuple[Address, ...]:
     return tuple(result)
 
 
+@_remembered
 def _decode_words(value: str) -> str:
     """Encoded-words decoded as mail-parser decodes those of the full parse; the value as it
     is when they cannot be (a charset name with a NUL in it, say)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import gc
 import logging
 import os
 import pickle
@@ -253,8 +254,16 @@ class Helper:
         ready, _, _ = select.select([self.back], [], [], RECEIVE_SECONDS)
         if not ready:
             raise TimeoutError(f"no answer in {RECEIVE_SECONDS:.0f} s")
-        # Safe: our own child process, started above, wrote these bytes to our pipe.
-        readings: list[Reading | None] = pickle.load(self.back)  # noqa: S301
+        # A batch's readings are thousands of objects, made at once: each few hundred would
+        # start a collection, and they cost more than the unpickling (they hold no cycles).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            # Safe: our own child process, started above, wrote these bytes to our pipe.
+            readings: list[Reading | None] = pickle.load(self.back)  # noqa: S301
+        finally:
+            if collecting:
+                gc.enable()
         return readings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from unittest import mock
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nextround.classifier import text as text_module
+from nextround.classifier.message import message_ids, one_line
 from nextround.classifier.text import html_to_text
 from nextround.daemon.errors import MessageParseError
 from nextround.daemon.parse import (
@@ -309,3 +311,19 @@ def test_an_encoded_word_with_a_nul_in_its_charset_is_refused_or_read(name: str)
     assert message.message_id
     quick = parse_quick(raw)
     assert quick is None or quick == message
+
+
+# Every kind of character one_line treats apart: white space (ASCII and not), control bytes,
+# characters that are neither (a zero-width space, a BOM), ordinary ones.
+_LINE_CHARS = st.sampled_from(
+    [chr(code) for code in range(0x21)]
+    + ["\x7f", "\x85", "\xa0", "\u2028", "\u3000", "\u200b", "\ufeff", "a", "\u00e9", "<", ">"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_LINE_CHARS, max_size=30).map("".join))
+def test_one_line_and_message_ids_read_as_their_regular_expressions(value: str) -> None:
+    without_controls = re.sub(r"[\x00-\x08\x0e-\x1b\x7f]", "", value)
+    assert one_line(value) == re.sub(r"\s+", " ", without_controls).strip()
+    assert message_ids(value) == tuple(re.findall(r"<[^<>\s]+>", without_controls))

@@ -100,6 +100,8 @@ def _standard_fields(block: bytes) -> list[tuple[str, str]]:
         b"Subject:no space\nSubject:   second\n\n",
         b"Subject: no blank line at the end",
         b"X-Empty:\r\nX-Spaces:   \r\n\r\n",
+        b"X-Latin: caf\xe9\r\n\tsuite \xe9t\xe9\r\nSubject: \xc3\xa9\r\n\r\n",  # not UTF-8
+        b"Subject: mixed\r\n\tline\n ends\r\nTo: b@example.org\n\n",
     ],
 )
 def test_header_fields_as_the_email_package_reads_them(block: bytes) -> None:
@@ -113,6 +115,8 @@ def test_header_fields_as_the_email_package_reads_them(block: bytes) -> None:
         b" continued before any field\r\nSubject: x\r\n\r\n",
         b"Subject: x\r\nthis line has no name\r\nTo: y\r\n\r\n",
         b"Bad Name: x\r\n\r\n",
+        b": no name\r\n\r\n",
+        b"Subject: x\r\nNo-Colon\r\n\r\n",
     ],
 )
 def test_header_blocks_it_does_not_read_are_declined(block: bytes) -> None:

@@ -7,6 +7,7 @@ object, so the daemon that loads it never imports scikit-learn."""
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from nextround.classifier.inference import SCREEN_COLUMNS, RejectionModel, featu
 from nextround.classifier.message import Message
 from nextround.classifier.model import CharGrams, WordGrams, compile_model, fit, screen_vectors
 from nextround.classifier.persist import save_model
-from nextround.classifier.vectors import TokenIndex
+from nextround.classifier.vectors import TokenIndex, tokens, words
 
 
 def odd_texts(count: int) -> list[str]:
@@ -28,7 +29,14 @@ def odd_texts(count: int) -> list[str]:
     alphabet = (
         "ab cd\u00e9\u0308\u00df\u03a3\u03c3\u03c2 \u0142\u00f8 0123 _-.,\n\t\u00a0\u65e5\u672c"
     )
-    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(count)]
+    # ASCII text is split into words its own way (vectors.words): every punctuation mark,
+    # digits and underscores, runs of one character.
+    ascii_alphabet = "aB z_9 0-.,;:!?'\"()[]{}<>@#$%^&*+=/\\|`~\n\t\r\x0b\x0c\x1f\x7f"
+    return [
+        "".join(rng.choice(chars) for _ in range(rng.randint(0, 80)))
+        for chars in (alphabet, ascii_alphabet)
+        for _ in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +131,13 @@ def _by_weight(model: RejectionModel, message: Message) -> list[int]:
         reverse=True,
     )
     return [int(column) for column, _ in pairs]
+
+
+def test_words_and_tokens_of_ascii_text_are_the_regular_expressions() -> None:
+    rng = random.Random(11)
+    ascii_texts = [
+        "".join(map(chr, rng.choices(range(128), k=rng.randint(0, 40)))) for _ in range(3000)
+    ]
+    for text in [*ascii_texts, *odd_texts(100), "a", "_", "a_b 9", "\u00e9t\u00e9 x"]:
+        assert words(text) == re.findall(r"\w+", text)
+        assert tokens(text) == re.findall(r"\w\w+", text)
