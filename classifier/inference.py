@@ -57,13 +57,24 @@ _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 # every character of every word (most of the time spent on a long mail).
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _DIGITS = re.compile(r"\d+")
-_ASCII_DIGITS = re.compile(r"\d+", re.ASCII)  # the same runs in ASCII text, found faster
 _NAME_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+# Every marker _QUOTE_START finds in ASCII text has one of these in it (the others need
+# letters ASCII text lacks): ASCII text without any is not searched (most mail).
+_QUOTE_WORDS = ("wrote:", "schrieb", "schreef", "--", "__")
+# In ASCII text, a run of digits made a run of zeros, then one zero: what _DIGITS does, but
+# a pattern that starts with a literal is searched for quickly, not tried at every character.
+_ZERO_DIGITS = str.maketrans("123456789", "000000000")
+_ZEROS = re.compile("00+")
 
 
 def clean_body(text: str) -> str:
     """The mail's own words: quoted history cut, URLs, addresses and numbers normalised."""
-    match = _QUOTE_START.search(text, 0, BODY_CHARS * 4)
+    head = text[: BODY_CHARS * 4]
+    lowered = head.lower()
+    quoted = not head.isascii() or any(word in lowered for word in _QUOTE_WORDS)
+    match = _QUOTE_START.search(text, 0, BODY_CHARS * 4) if quoted else None
     if match and match.start() > 40:
         text = text[: match.start()]
     lines = [line for line in text[: BODY_CHARS * 4].splitlines() if not line.startswith(">")]
@@ -74,7 +85,9 @@ def clean_body(text: str) -> str:
         text = _URL.sub(" urltoken ", text)
     if "@" in text:
         text = _EMAIL.sub(" emailtoken ", text)
-    text = (_ASCII_DIGITS if text.isascii() else _DIGITS).sub("0", text)
+    text = (
+        _ZEROS.sub("0", text.translate(_ZERO_DIGITS)) if text.isascii() else _DIGITS.sub("0", text)
+    )
     return text[:BODY_CHARS]
 
 
@@ -85,13 +98,13 @@ def sender_tokens(message: Message) -> str:
         tokens.append("has_reply_to")
         if any(is_human_address(address) for address in message.reply_to):
             tokens.append("reply_to_human")
-    if message.list_headers:
+    if any(name.startswith("list-") for name in message.headers):  # message.list_headers
         tokens.append("list_mail")
     if message.auto_submitted and message.auto_submitted.lower() != "no":
         tokens.append("auto_submitted")
     if message.headers.get("precedence", "").lower() in ("bulk", "list", "junk"):
         tokens.append("precedence_bulk")
-    if not message.text.strip():
+    if not message.text or message.text.isspace():
         tokens.append("empty_body")
     return " ".join(tokens)
 

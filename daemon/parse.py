@@ -235,19 +235,21 @@ def _fields(header: bytes) -> list[tuple[str, str]] | None:
         text, by_field = block.decode("latin-1"), True  # byte for byte, each value decoded alone
     # Line by line (a regular expression spends many times longer testing each character):
     # a CR can only end a line here, so each line keeps its own, and a value its line breaks.
-    fields: list[list[str]] = []
+    names: list[str] = []
+    values: list[str] = []
     for line in text.split("\n"):
         if line[:1] in (" ", "\t"):
-            fields[-1].append(line)  # a continuation line
+            values[-1] += "\n" + line  # a continuation line
             continue
         name, colon, value = line.partition(":")
-        if not name or not colon or not name.isascii() or not name.isprintable() or " " in name:
+        if not (colon and name and name.isascii() and name.isprintable()) or " " in name:
             return None  # not a field: no name (printable ASCII, no space) before a colon
-        fields.append([name.lower(), value.lstrip(" \t")])
-    values = (("\n".join(lines).removesuffix("\r"), name) for name, *lines in fields)
+        names.append(name.lower())
+        values.append(value.lstrip(" \t"))
+    fields = [(name, value.removesuffix("\r")) for name, value in zip(names, values, strict=True)]
     if by_field:
-        return [(name, _text_of(value.encode("latin-1"))) for value, name in values]
-    return [(name, value) for value, name in values]
+        return [(name, _text_of(value.encode("latin-1"))) for name, value in fields]
+    return fields
 
 
 def _text_of(value: bytes) -> str:
