@@ -73,4 +73,9 @@ _CHUNK = 1_024
 
 def _layout(parts: list[str]) -> str:
     lines = (" ".join(line.split()) for line in "".join(parts).splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+# Three line breaks or more. Written with a literal start, it is searched for quickly, not
+# tried at every character (as "\n{3,}" is).
+_BLANK_LINES = re.compile("\n\n\n+")

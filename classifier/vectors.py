@@ -53,17 +53,24 @@ def tokens(text: str) -> list[str]:
 # TfidfVectorizer's strip_accents="unicode" does for them, as one table lookup per character;
 # other scripts and decomposed accents are left as they are.
 _FOLD = {
-    code: "".join(
+    chr(code): "".join(
         part for part in unicodedata.normalize("NFKD", chr(code)) if not unicodedata.combining(part)
     )
     for code in range(0xC0, 0x250)
 }
+# Runs of those letters. str.translate would look up every character of a non-ASCII text
+# (several times slower); a pattern that starts with a character set skips to each run.
+_ACCENTED = re.compile("[\u00c0-\u024f][\u00c0-\u024f]*")
+
+
+def _folded(run: re.Match[str]) -> str:
+    return "".join([_FOLD[letter] for letter in run.group()])
 
 
 def fold(text: str) -> str:
     """Lower case without accents: how words are compared."""
     lowered = text.lower()
-    return lowered if lowered.isascii() else lowered.translate(_FOLD)
+    return lowered if lowered.isascii() else _ACCENTED.sub(_folded, lowered)
 
 
 def word_grams(word: str, low: int = 3, high: int = 5) -> list[str]:
@@ -146,8 +153,8 @@ class WordIndex:
             ids.extend(map(known_words.get, found, repeat(-1)))
             lengths.append(len(found))
         word = np.asarray(ids, dtype=np.int64)
-        documents = len(lengths)
-        row = np.repeat(np.arange(documents), lengths)
+        count = len(lengths)
+        row = np.repeat(np.arange(count), lengths)
         known = word >= 0
         single = np.full(len(word), -1, dtype=np.int64)
         single[known] = self.single[word[known]]
@@ -157,14 +164,14 @@ class WordIndex:
             # Looked up in order: a sorted search for sorted keys stays in the cache (several
             # times faster). Each key carries its row through the sort.
             keyed = word[:-1][pair] * len(known_words) + word[1:][pair]
-            keyed = keyed * documents + row[:-1][pair]
-            keys, pair_rows = np.divmod(np.sort(keyed), documents)
+            keyed = keyed * count + row[:-1][pair]
+            keys, pair_rows = np.divmod(np.sort(keyed), count)
             at = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
-            found = self.pair_keys[at] == keys
-            rows.append(pair_rows[found])
-            columns.append(self.pair_columns[at[found]])
+            hit = self.pair_keys[at] == keys
+            rows.append(pair_rows[hit])
+            columns.append(self.pair_columns[at[hit]])
         return weigh(
-            counted(np.concatenate(rows), np.concatenate(columns), documents, self.width), self.idf
+            counted(np.concatenate(rows), np.concatenate(columns), count, self.width), self.idf
         )
 
     def names(self) -> list[str]:

@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from nextround.classifier.inference import SCREEN_COLUMNS, RejectionModel, featu
 from nextround.classifier.message import Message
 from nextround.classifier.model import CharGrams, WordGrams, compile_model, fit, screen_vectors
 from nextround.classifier.persist import save_model
-from nextround.classifier.vectors import TokenIndex, tokens, words
+from nextround.classifier.vectors import TokenIndex, fold, tokens, words
 
 
 def odd_texts(count: int) -> list[str]:
@@ -195,3 +196,19 @@ _BODY_PIECES = st.sampled_from(
 def test_clean_body_equals_its_regular_expressions(text: str, padding: int) -> None:
     text = "x" * 41 * padding + text  # a quote marker after the first 40 characters is cut
     assert inference.clean_body(text) == _clean_body_by_regular_expressions(text)
+
+
+def test_fold_strips_the_accents_of_precomposed_latin_letters_alone() -> None:
+    table = {
+        code: "".join(
+            c for c in unicodedata.normalize("NFKD", chr(code)) if not unicodedata.combining(c)
+        )
+        for code in range(0xC0, 0x250)
+    }
+    rng = random.Random(5)
+    alphabet = [
+        chr(code) for code in (*range(0x20, 0x7F), *range(0xA0, 0x300), 0x2014, 0x3A3, 0x65E5)
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 30)))
+        assert fold(text) == text.lower().translate(table)
