@@ -237,15 +237,18 @@ def _fields(header: bytes) -> list[tuple[str, str]] | None:
     # a CR can only end a line here, so each line keeps its own, and a value its line breaks.
     names: list[str] = []
     values: list[str] = []
+    folded: dict[int, list[str]] = {}  # a field's continuation lines, joined once at the end
     for line in text.split("\n"):
         if line[:1] in (" ", "\t"):
-            values[-1] += "\n" + line  # a continuation line
+            folded.setdefault(len(values) - 1, []).append(line)
             continue
         name, colon, value = line.partition(":")
         if not (colon and name and name.isascii() and name.isprintable()) or " " in name:
             return None  # not a field: no name (printable ASCII, no space) before a colon
         names.append(name.lower())
         values.append(value.lstrip(" \t"))
+    for index, lines in folded.items():
+        values[index] = "\n".join([values[index], *lines])
     fields = [(name, value.removesuffix("\r")) for name, value in zip(names, values, strict=True)]
     if by_field:
         return [(name, _text_of(value.encode("latin-1"))) for name, value in fields]
