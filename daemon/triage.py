@@ -361,13 +361,14 @@ def _main(argv: list[str]) -> int:
     user = argv[3]
     fds = [int(fd) for fd in argv[4].split(",") if fd] if len(argv) > 4 else []
     readers, parent = [], os.getpid()
+    still_open = set(fds)  # the pipes of the readers not forked yet
     for source, sink in zip(fds[::2], fds[1::2], strict=True):
+        still_open -= {source, sink}
         pid = os.fork()
         if pid == 0:  # a reader of its own, sharing the model loaded above
             _die_with_parent(parent)
-            for fd in (0, 1, *fds):
-                if fd not in (source, sink):
-                    os.close(fd)
+            for fd in (0, 1, *still_open):
+                os.close(fd)
             with os.fdopen(source, "rb") as into, os.fdopen(sink, "wb") as out:
                 os._exit(_serve(into, out, model, user))
         os.close(source)

@@ -466,6 +466,23 @@ def test_a_helper_process_reads_as_this_process_reads(
     assert "helper failed" not in caplog.text  # the helper read them, not this process
 
 
+def test_a_helper_with_more_readers_reads_as_this_process_reads(
+    engine: Engine,
+    store: Store,
+    helpers: list[Helper],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    expected = run_triage(engine, store, helpers)
+    # Each reader forked after the first must close only the pipes still open: closing those
+    # of a reader forked before it failed (EBADF), and the helper with it.
+    monkeypatch.setattr(engine, "helper_from", 1)
+    monkeypatch.setattr("nextround.daemon.engine.HELPERS", 4)
+    assert run_triage(engine, store, helpers) == expected
+    assert len(helpers) == 4 and all(helper.started() for helper in helpers)
+    assert "helper failed" not in caplog.text
+
+
 # With two readers, each of these kills a reader that holds a batch (or has just read it).
 @pytest.mark.parametrize(("kill", "kill_after"), [(0, 0), (1, 0), (0, 1), (1, 1)])
 def test_when_a_reader_dies_this_process_reads_the_rest(
