@@ -50,8 +50,8 @@ def tokens(text: str) -> list[str]:
 
 
 # Precomposed accented Latin letters to their base letters (é -> e, Ł stays Ł): what
-# TfidfVectorizer's strip_accents="unicode" does for them, as one table lookup per character;
-# other scripts and decomposed accents are left as they are.
+# TfidfVectorizer's strip_accents="unicode" does for them; other scripts and decomposed
+# accents are left as they are.
 _FOLD = {
     chr(code): "".join(
         part for part in unicodedata.normalize("NFKD", chr(code)) if not unicodedata.combining(part)
