@@ -442,12 +442,16 @@ def helpers(monkeypatch: pytest.MonkeyPatch) -> list[Helper]:
     return started
 
 
+# The daemon's readers, and more: each reader forked after the first must close only the
+# pipes still open (closing those of a reader forked before it failed, EBADF).
+@pytest.mark.parametrize("readers", [HELPERS, 4])
 def test_a_helper_process_reads_as_this_process_reads(
     engine: Engine,
     store: Store,
     helpers: list[Helper],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    readers: int,
 ) -> None:
     expected = run_triage(engine, store, helpers)  # 16 messages: read here
     assert helpers == []
@@ -461,26 +465,11 @@ def test_a_helper_process_reads_as_this_process_reads(
         [(False, "other")] * 3,
     ]
     monkeypatch.setattr(engine, "helper_from", 1)
+    monkeypatch.setattr("nextround.daemon.engine.HELPERS", readers)
     assert run_triage(engine, store, helpers) == expected
-    assert len(helpers) == HELPERS and helpers[0].process.wait(timeout=10) == 0
+    assert len(helpers) == readers and all(helper.started() for helper in helpers)
+    assert helpers[0].process.wait(timeout=10) == 0
     assert "helper failed" not in caplog.text  # the helper read them, not this process
-
-
-def test_a_helper_with_more_readers_reads_as_this_process_reads(
-    engine: Engine,
-    store: Store,
-    helpers: list[Helper],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    expected = run_triage(engine, store, helpers)
-    # Each reader forked after the first must close only the pipes still open: closing those
-    # of a reader forked before it failed (EBADF), and the helper with it.
-    monkeypatch.setattr(engine, "helper_from", 1)
-    monkeypatch.setattr("nextround.daemon.engine.HELPERS", 4)
-    assert run_triage(engine, store, helpers) == expected
-    assert len(helpers) == 4 and all(helper.started() for helper in helpers)
-    assert "helper failed" not in caplog.text
 
 
 # With two readers, each of these kills a reader that holds a batch (or has just read it).
