@@ -45,13 +45,17 @@ START_CHARS = 600
 # The columns the screen reads: all but the character n-grams.
 SCREEN_COLUMNS = ("subject", "body", "sender")
 
-_QUOTE_START = re.compile(
-    r"^\s*(?:On .{4,200} wrote:|Am .{4,200} schrieb .{1,200}:|Le .{4,200} a écrit\s*:|"
+# A reply's quoted history starts on a line of its own, after blank space, with one of these.
+# clean_body walks the lines rather than search "^\s*marker": that pattern scans a run of
+# blank lines again from every line start in it, seconds of CPU for a mail of newlines.
+_QUOTE_MARKER = re.compile(
+    r"On .{4,200} wrote:|Am .{4,200} schrieb .{1,200}:|Le .{4,200} a écrit\s*:|"
     r"El .{4,200} escribió:|Op .{4,200} schreef .{1,200}:|-{2,}\s*(?:Original Message|"
     r"Ursprüngliche Nachricht|Message d'origine|Mensaje original|Oorspronkelijk bericht)"
-    r"\s*-{2,}|_{10,})",
-    re.MULTILINE | re.IGNORECASE,
+    r"\s*-{2,}|_{10,}",
+    re.IGNORECASE,
 )
+_NON_SPACE = re.compile(r"\S")
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 # The lookbehind starts a match only where a word starts: without it the engine retries from
 # every character of every word (most of the time spent on a long mail).
@@ -60,7 +64,7 @@ _DIGITS = re.compile(r"\d+")
 _NAME_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
-# Every marker _QUOTE_START finds in ASCII text has one of these in it (the others need
+# Every marker _QUOTE_MARKER finds in ASCII text has one of these in it (the others need
 # letters ASCII text lacks): ASCII text without any is not searched (most mail).
 _QUOTE_WORDS = ("wrote:", "schrieb", "schreef", "--", "__")
 # In ASCII text, a run of digits made a run of zeros, then one zero: what _DIGITS does, but
@@ -74,9 +78,9 @@ def clean_body(text: str) -> str:
     head = text[: BODY_CHARS * 4]
     lowered = head.lower()
     quoted = not head.isascii() or any(word in lowered for word in _QUOTE_WORDS)
-    match = _QUOTE_START.search(text, 0, BODY_CHARS * 4) if quoted else None
-    if match and match.start() > 40:
-        text = text[: match.start()]
+    start = _quote_start(text, BODY_CHARS * 4) if quoted else None
+    if start is not None and start > 40:
+        text = text[:start]
     lines = [line for line in text[: BODY_CHARS * 4].splitlines() if not line.startswith(">")]
     # Twice what is kept is all the regular expressions below work on (they were most of the
     # time on long mail); link-heavy mail may keep less than BODY_CHARS of words for it.
@@ -89,6 +93,20 @@ def clean_body(text: str) -> str:
         _ZEROS.sub("0", text.translate(_ZERO_DIGITS)) if text.isascii() else _DIGITS.sub("0", text)
     )
     return text[:BODY_CHARS]
+
+
+def _quote_start(text: str, end: int) -> int | None:
+    """Where quoted history starts in text[:end]: the first line start followed by blank space
+    and a marker, as "^\\s*marker" (MULTILINE) finds it, but in linear time."""
+    line = 0
+    while first := _NON_SPACE.search(text, line, end):
+        # Every line start in the blank run before `first` leads to it: `line` is the first.
+        if _QUOTE_MARKER.match(text, first.start(), end):
+            return line
+        line = text.find("\n", first.start(), end) + 1
+        if not line:
+            return None
+    return None
 
 
 def sender_tokens(message: Message) -> str:

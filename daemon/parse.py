@@ -11,13 +11,14 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import mailparser
@@ -275,23 +276,29 @@ class _Head:
     def get(self, name: str) -> str | None:
         return self.first.get(name)
 
-    def content_type(self) -> tuple[str, dict[str, str] | None]:
+    def content_type(self) -> tuple[str, Mapping[str, str] | None]:
         value = self.get("content-type")
         if value is None:
-            return "text/plain", {}
+            return "text/plain", _NO_PARAMS
         kind, params = _value_and_params(value)
         return (kind if kind.count("/") == 1 else "text/plain"), params
 
 
-@_remembered  # the parameters are only read, never changed
-def _value_and_params(value: str) -> tuple[str, dict[str, str] | None]:
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@_remembered  # so the parameters are read-only: every later caller shares them
+def _value_and_params(value: str) -> tuple[str, Mapping[str, str] | None]:
     """`value; name=...` (Content-Type, Content-Disposition): the value, lower-cased, and its
     parameters. A quote before the first ";" makes the email package split the parameters
     differently, and an "=" there makes it read a parameter: forms the quick walk does not
     read (None)."""
     kind, _, rest = value.partition(";")
     kind = kind.strip().lower()
-    return kind, None if '"' in kind or "=" in kind else _params(rest)
+    if '"' in kind or "=" in kind:
+        return kind, None
+    params = _params(rest)
+    return kind, None if params is None else MappingProxyType(params)
 
 
 _PARAM = re.compile(r'\s*([!#$%&\'+\-.0-9A-Z^_`a-z|~]+)\s*=\s*(?:"([^"\\]*)"|([^;"\s]*))\s*(?:;|$)')

@@ -410,6 +410,12 @@ def _cases() -> list[Case]:
         big=True,
     )
     add("attachment-30mb", lambda n: _attachment(n, 30 * MB), big=True)
+    # Runs of blank lines once cost seconds each in the search for quoted history.
+    add("signature-dashes-then-blank-lines", lambda n: simple(n, b"Hi,\r\n--" + CRLF * 12_000))
+    add(
+        "blank-lines-then-rejection",
+        lambda n: simple(n, b" \r\n\t" * 6_000 + REJECTION_BODY.encode()),
+    )
     add(
         "header-line-1mb",
         lambda n: simple(n, subject=b"x" * MB),

@@ -191,6 +191,17 @@ def test_parameter_lists_it_does_not_read_are_declined(rest: str) -> None:
     assert _params(rest) is None
 
 
+def test_remembered_parameters_cannot_be_changed_for_later_mail() -> None:
+    head = _Head([("content-type", "text/plain; charset=utf-8")])
+    _, params = head.content_type()
+    assert params is not None
+    with pytest.raises(TypeError):
+        params["charset"] = "koi8-r"  # type: ignore[index]
+    assert _Head([("content-type", "text/plain; charset=utf-8")]).content_type()[1] == {
+        "charset": "utf-8"
+    }
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     st.sampled_from(["text/plain", "multipart/mixed", "text/html", "x"]),

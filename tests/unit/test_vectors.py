@@ -147,9 +147,13 @@ def test_words_and_tokens_of_ascii_text_are_the_regular_expressions() -> None:
         assert tokens(text) == re.findall(r"\w\w+", text)
 
 
+# How clean_body first found quoted history; quadratic in a run of blank lines.
+_QUOTE_START = re.compile(r"^\s*(?:" + inference._QUOTE_MARKER.pattern + ")", re.M | re.I)
+
+
 def _clean_body_by_regular_expressions(text: str) -> str:
     """clean_body as first written, all regular expressions: what the faster one must equal."""
-    match = inference._QUOTE_START.search(text, 0, inference.BODY_CHARS * 4)
+    match = _QUOTE_START.search(text, 0, inference.BODY_CHARS * 4)
     if match and match.start() > 40:
         text = text[: match.start()]
     lines = [line for line in text[: inference.BODY_CHARS * 4].splitlines() if line[:1] != ">"]
@@ -165,6 +169,10 @@ _BODY_PIECES = st.sampled_from(
     [
         " ",
         "\n",
+        "\n\n",
+        "\t",
+        "\r",
+        "\u2003",
         "a",
         "Z",
         "0",
@@ -212,3 +220,23 @@ def test_fold_strips_the_accents_of_precomposed_latin_letters_alone() -> None:
     for _ in range(3000):
         text = "".join(rng.choices(alphabet, k=rng.randint(0, 30)))
         assert fold(text) == text.lower().translate(table)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_BODY_PIECES, max_size=60).map("".join), st.integers(0, 3000))
+def test_quoted_history_is_found_where_the_line_pattern_finds_it(text: str, end: int) -> None:
+    found = _QUOTE_START.search(text, 0, end)
+    assert inference._quote_start(text, end) == (found.start() if found else None)
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("Thanks.\n" + "\n \t" * 3000 + "-- Original Message --\nold", 8),
+        ("Thanks.\n" + "\n" * 12_000 + "On Mon, Ann wrote:", None),  # past what is searched
+        ("Thanks.\n--" + "\n" * 12_000, None),
+        ("Thanks.\n" + "x\n" * 5000 + "  On Mon, 1 Jan Ann wrote:\n> hi", 10_008),
+    ],
+)
+def test_quoted_history_after_long_runs_of_lines(text: str, start: int | None) -> None:
+    assert inference._quote_start(text, inference.BODY_CHARS * 4) == start
