@@ -475,6 +475,22 @@ def _cases() -> list[Case]:
         lambda n: simple(n, b"<!--" + b"<div>" * 200_000, content_type=b"text/html"),
         heavy=True,
     )
+    # Unclosed constructs: html.parser (Python < 3.13.4) took quadratic time over these, and
+    # raised AssertionError on a broken marked section.
+    add(
+        "html-unclosed-comments",
+        lambda n: simple(n, b"<p>Hi</p>" + b"<!--" * 25_000, content_type=b"text/html"),
+        heavy=True,
+    )
+    add(
+        "html-unclosed-end-tags",
+        lambda n: simple(n, b"<p>Hi</p>" + b"</" * 50_000, content_type=b"text/html"),
+        heavy=True,
+    )
+    add(
+        "html-broken-marked-sections",
+        lambda n: simple(n, REJECTION_BODY.encode() + b"<![" * 1_000, content_type=b"text/html"),
+    )
     add(
         "html-300k-angle-brackets",
         lambda n: simple(n, b"<" * 300_000, content_type=b"text/html"),

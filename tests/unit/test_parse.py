@@ -157,6 +157,26 @@ def test_html_to_text_blocks() -> None:
     assert [line for line in text.splitlines() if line] == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<p>a<br>b<br/>c</p>", "a\nb\nc"),
+        ("<meta charset='iso-8859-1'><p>caf\u00e9</p>", "caf\u00e9"),  # the str is already text
+        ("<title>T</title><style>p{}</style><script>a<b</script><p>body", "body"),
+        ("<!--[if mso]>hidden<![endif]-->shown", "shown"),
+        ("a &amp; b&nbsp;&#233; &bogus;", "a & b \u00e9 &bogus;"),  # nbsp is a space
+        ("<p>Hi</p><![<![<![ x", "Hi"),  # html.parser raised AssertionError here
+        ("<p>Hi</p>" + "<!--" * 1_000, "Hi"),  # and took quadratic time here
+        ("<p>Hi</p>" + "</" * 1_000 + " more", "Hi"),
+        ("lone \udcff surrogate", "lone \ufffd\ufffd\ufffd surrogate"),
+        ("", ""),
+        ("<", "<"),
+    ],
+)
+def test_html_to_text_reads_html_as_browsers_do(html: str, text: str) -> None:
+    assert html_to_text(html) == text
+
+
 _HTML_PIECES = st.sampled_from(
     ["<p>", "</p>", "<br>", "<div>", "</div>", "<style>", "</style>", "<b>", "</b>", "&amp;",
      "&nbsp;", "&#233;", "&", "<", ">", " ", "  ", "\n", "\r\n", "\n\n\n", "\t", "word",
