@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from typing import Any
 
 from lxml import etree
@@ -29,6 +31,9 @@ class _TextExtractor:
         self.parts: list[str] = []
         self.size = 0
         self.skipping = 0
+
+    def reset(self) -> None:
+        self.parts, self.size, self.skipping = [], 0, 0
 
     def start(self, tag: str, attrib: Any) -> None:
         if tag in _SKIPPED_TAGS:
@@ -59,9 +64,38 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
     With `at_least`, the HTML is read only until that many characters of text are certain:
     the result is then a prefix of the whole text, at least that long (or the whole text).
     """
-    extractor = _TextExtractor()
-    parser = etree.HTMLParser(target=extractor, encoding="utf-8", no_network=True)
     html = html[: MAX_TEXT_CHARS * 10]
+    if not html:
+        return ""  # lxml refuses to close a parser fed nothing ("no element found")
+    parser, extractor = _reader()
+    extractor.reset()
+    try:
+        text = _read(parser, extractor, html, at_least)
+    finally:
+        with contextlib.suppress(etree.LxmlError):
+            parser.close()  # hands over the text it still holds; ready for the next document
+    return text if text is not None else _layout(extractor.parts)
+
+
+def _reader() -> tuple[etree.HTMLParser, _TextExtractor]:
+    """This thread's parser and its target. lxml inspects a new target's methods on its first
+    feed, most of the time spent on a short mail: each thread reuses one."""
+    reader: tuple[etree.HTMLParser, _TextExtractor] | None = getattr(_readers, "reader", None)
+    if reader is None:
+        extractor = _TextExtractor()
+        parser = etree.HTMLParser(target=extractor, encoding="utf-8", no_network=True)
+        reader = _readers.reader = (parser, extractor)
+    return reader
+
+
+_readers = threading.local()
+
+
+def _read(
+    parser: etree.HTMLParser, extractor: _TextExtractor, html: str, at_least: int | None
+) -> str | None:
+    """Feeds the parser `html`: the text once `at_least` characters of it are certain, else
+    None (all of it was fed)."""
     step = len(html) if at_least is None else max(2 * at_least, _CHUNK)
     start = 0
     while start < len(html):
@@ -78,9 +112,7 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
             text = _layout(extractor.parts)
             if len(text) >= at_least:
                 return text
-    if start:  # lxml refuses to close a parser fed nothing ("no element found")
-        parser.close()
-    return _layout(extractor.parts)
+    return None
 
 
 _CHUNK = 1_024

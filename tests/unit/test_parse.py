@@ -177,6 +177,13 @@ def test_html_to_text_reads_html_as_browsers_do(html: str, text: str) -> None:
     assert html_to_text(html) == text
 
 
+@pytest.mark.parametrize("unfinished", ["<script>", "<textarea>", "<plaintext>", "<!--", "<p"])
+def test_html_read_in_part_leaves_nothing_for_the_next(unfinished: str) -> None:
+    html = "<p>" + "word " * 2_000 + unfinished + "x" * 5_000 + "<p>more"
+    assert html_to_text(html, at_least=10).startswith("word word")
+    assert html_to_text("<p>after</p>") == "after"  # the parser is reused: it starts afresh
+
+
 _HTML_PIECES = st.sampled_from(
     ["<p>", "</p>", "<br>", "<div>", "</div>", "<style>", "</style>", "<b>", "</b>", "&amp;",
      "&nbsp;", "&#233;", "&", "<", ">", " ", "  ", "\n", "\r\n", "\n\n\n", "\t", "word",
