@@ -487,6 +487,33 @@ def _cases() -> list[Case]:
         lambda n: simple(n, b"<p>Hi</p>" + b"</" * 50_000, content_type=b"text/html"),
         heavy=True,
     )
+    # libxml2 searched the open elements for each of these: quadratic time this deep.
+    add(
+        "html-deep-with-stray-end-tags",
+        lambda n: simple(
+            n,
+            REJECTION_BODY.encode() + b"<b>" * 100_000 + b"</i>" * 75_000,
+            content_type=b"text/html",
+        ),
+        heavy=True,
+    )
+    # Tag and attribute names made up by the thousand: libxml2 keeps every one it meets.
+    add(
+        "html-60k-distinct-names",
+        lambda n: simple(
+            n,
+            REJECTION_BODY.encode()
+            + b"".join(b"<t%d a%d=1>w</t%d>" % (i, i, i) for i in range(60_000)),
+            content_type=b"text/html",
+        ),
+        heavy=True,
+    )
+    add(
+        "html-end-br-between-sentences",
+        lambda n: simple(
+            n, REJECTION_BODY.replace("\r\n", "</br>").encode(), content_type=b"text/html"
+        ),
+    )
     add(
         "html-broken-marked-sections",
         lambda n: simple(n, REJECTION_BODY.encode() + b"<![" * 1_000, content_type=b"text/html"),

@@ -257,6 +257,19 @@ def test_html_only_mail() -> None:
     assert choose_reply_to(mail) is None
 
 
+def test_html_mail_with_end_br_between_sentences() -> None:
+    # Workday writes "</br>": HTML5 reads it as <br>, libxml2 drops it ("InitechAfter").
+    html = (
+        '<html><body><div style="font-family:Arial">Dear Ann Smith,</br></br>Thank you for '
+        "your interest in the Senior Analyst position at Initech</br>After careful "
+        "consideration we have decided to pursue other candidates</br>Kind regards</br>"
+        "Initech Talent Team</div></body></html>"
+    )
+    mail = message("Initech <initech@myworkday.com>", "Your application", html_to_text(html))
+    assert extract_company(mail) == "Initech"
+    assert extract_role(mail) == "Senior Analyst"
+
+
 @pytest.mark.parametrize(
     ("sender", "company"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime
 from unittest import mock
 
@@ -168,6 +169,8 @@ def test_html_to_text_blocks() -> None:
         ("<p>Hi</p><![<![<![ x", "Hi"),  # html.parser raised AssertionError here
         ("<p>Hi</p>" + "<!--" * 1_000, "Hi"),  # and took quadratic time here
         ("<p>Hi</p>" + "</" * 1_000 + " more", "Hi"),
+        ("Initech</br>After careful consideration", "Initech\nAfter careful consideration"),
+        ("a</BR >b</p>c", "a\nb c"),  # HTML5: "</br>" is <br>; a stray "</p>" breaks words
         ("lone \udcff surrogate", "lone \ufffd\ufffd\ufffd surrogate"),
         ("", ""),
         ("<", "<"),
@@ -182,6 +185,51 @@ def test_html_read_in_part_leaves_nothing_for_the_next(unfinished: str) -> None:
     html = "<p>" + "word " * 2_000 + unfinished + "x" * 5_000 + "<p>more"
     assert html_to_text(html, at_least=10).startswith("word word")
     assert html_to_text("<p>after</p>") == "after"  # the parser is reused: it starts afresh
+
+
+def test_html_with_ever_new_names_is_read_by_threads_that_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libxml2 keeps every name a thread's parser meets while the thread lives: past
+    # MAX_NAMES, a thread hands its HTML to a parsing thread that ends in its turn.
+    monkeypatch.setattr(text_module, "MAX_NAMES", 50)
+    started: list[text_module._Parsing] = []
+
+    class Counted(text_module._Parsing):
+        def __init__(self) -> None:
+            super().__init__()
+            started.append(self)
+
+    monkeypatch.setattr(text_module, "_Parsing", Counted)
+    texts = []
+
+    def read() -> None:  # in a thread of its own: a reader of its own, fresh
+        for number in range(6):
+            tags = [f"x{number}n{i}" for i in range(40)]
+            names = "".join(f"<{tag} a{tag}=1>w{i}</{tag}>" for i, tag in enumerate(tags))
+            texts.append(html_to_text(f"<p>mail {number}</p>{names}"))
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    worker.join()
+    assert [text.split()[:2] for text in texts] == [["mail", str(n)] for n in range(6)]
+    assert all(text.endswith("w38w39") for text in texts)
+    # The first document went past 50 names in the thread's own parser; each later one, in
+    # a parsing thread, which then ended.
+    assert len(started) == 5
+    assert not any(parsing.thread.is_alive() for parsing in started)
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<b>" * 2_000 + "deep</b> words" + "</i>" * 100 + " &amp; more", "deep words & more"),
+        ("<div>" * 600 + "</x>" * 600 + "<p>after", "after"),
+    ],
+)
+def test_html_too_deep_to_parse_keeps_its_words(html: str, text: str) -> None:
+    # libxml2 takes quadratic time over end tags this deep: past MAX_DEPTH it is stripped.
+    assert html_to_text(html) == text
 
 
 _HTML_PIECES = st.sampled_from(
