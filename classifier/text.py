@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import html as entities
 import os
 import queue
 import re
@@ -35,7 +34,8 @@ class _Reader:
         self.size = 0
         self.skipping = 0
         self.depth = 0  # elements open: libxml2 reports the ones it closes itself too
-        # Every tag and attribute name this thread's parser has met: libxml2 keeps them all,
+        self.closed_p = False  # the last event ended a paragraph
+        # The tag and attribute names this thread's parser has met: libxml2 keeps them all,
         # for as long as the thread lives.
         self.names: set[str] = set()
         self.spent = False  # met more than MAX_NAMES: no more documents for this one
@@ -43,6 +43,10 @@ class _Reader:
 
     def text(self, html: str, at_least: int | None) -> str:
         self.parts, self.size, self.skipping, self.depth = [], 0, 0, 0
+        # Names libxml2 keeps that no start() shows: end tags (stray ones, with attributes)
+        # and the attributes of a second <html> or <body>. Counted whole, which can only
+        # count too many.
+        self.names.update(_HIDDEN_NAMES.findall(html))
         try:
             text = self._read(html, at_least)
         finally:
@@ -53,7 +57,7 @@ class _Reader:
     def _read(self, html: str, at_least: int | None) -> str | None:
         """Feeds the parser `html`: the text once `at_least` characters of it are certain,
         else None (all of it was fed). Pieces end at the same places whatever `at_least` is,
-        so a document too deep to parse is cut over to stripping at the same place too."""
+        so a document too deep to parse in one go is cut at the same places too."""
         start = 0
         while start < len(html):
             # Pieces end before a "<": no character reference or tag is split between two.
@@ -63,12 +67,12 @@ class _Reader:
             # a lone surrogate becomes U+FFFD.
             self.parser.feed(html[start:end].encode("utf-8", "surrogatepass"))
             start = end
-            if self.depth > MAX_DEPTH and start < len(html):
+            if self.depth > MAX_DEPTH:
                 # libxml2 searches the open elements for many a tag: quadratic time this deep.
-                # No real mail is; the words of the rest are still read, without the markup.
-                self.parser.close()  # hands over the text it holds, which comes first
-                self.data(_stripped(html[start:])[: max(0, MAX_TEXT_CHARS - self.size)])
-                return _layout(self.parts)
+                # The rest is read as a document of its own, with none open.
+                with contextlib.suppress(etree.LxmlError):
+                    self.parser.close()
+                self.depth = 0
             # The parser hands over text in order and the layout below only ever changes the
             # tail, so the text of what it has read is a prefix of the whole text.
             if at_least is not None and self.size >= at_least and start < len(html):
@@ -80,6 +84,13 @@ class _Reader:
     # -- the parser's target ----------------------------------------------------------------
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag == _AFTER_P:
+            # Right after </p> in the HTML: a stray </p> (which libxml2 drops) breaks the
+            # line, as HTML5 reads it; after a paragraph that ended, nothing more.
+            if not self.closed_p and not self.skipping:
+                self.parts.append("\n")
+            return
+        self.closed_p = False
         self.depth += 1
         self.names.add(tag)
         self.names.update(attrib)
@@ -89,6 +100,9 @@ class _Reader:
             self.parts.append("\n")
 
     def end(self, tag: str) -> None:
+        if tag == _AFTER_P:
+            return
+        self.closed_p = tag == "p"
         self.depth -= 1
         if tag in _VOID_TAGS:
             return  # a line break for <br> and for <br/> alike: the start did it
@@ -98,6 +112,9 @@ class _Reader:
             self.parts.append("\n")
 
     def data(self, data: str) -> None:
+        self.closed_p = False
+        if _AFTER_P_TAG in data:  # raw text (<textarea>, <xmp>) shows what it is given
+            data = data.replace(_AFTER_P_TAG, "")
         if not self.skipping and self.size < MAX_TEXT_CHARS:
             self.parts.append(data)
             self.size += len(data)
@@ -112,9 +129,15 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
     With `at_least`, the HTML is read only until that many characters of text are certain:
     the result is then a prefix of the whole text, at least that long (or the whole text).
     """
-    html = _END_TAGS.sub(_as_browsers_read, html[: MAX_TEXT_CHARS * 10])
+    html = html[: MAX_TEXT_CHARS * 10]
     if not html:
         return ""  # lxml refuses to close a parser fed nothing ("no element found")
+    # End tags HTML5 reads otherwise, where libxml2 drops them: "</br>" is a line break and
+    # a stray "</p>" an empty paragraph. An ATS that writes either between sentences would
+    # have its words run together ("InitechAfter").
+    html = _END_P.sub("</p>" + _AFTER_P_TAG, _END_BR.sub("<br>", html))
+    # lxml inspects a new target on its first feed, most of the time spent on a short mail:
+    # each thread reuses one reader.
     reader: _Reader | None = getattr(_readers, "reader", None)
     if reader is None:
         reader = _readers.reader = _Reader()
@@ -130,13 +153,19 @@ def _parsed_elsewhere(html: str, at_least: int | None) -> str:
     """The text of `html`, read by the one parsing thread that can end (see `_Parsing`)."""
     global _parsing
     with _parsing_lock:
-        if _parsing is None:
-            _parsing = _Parsing()
-        text = _parsing.text(html, at_least)
-        if _parsing.retired:
-            _parsing.thread.join()
-            _parsing = None
-            gc.collect()  # an lxml parser is a reference cycle: its names go now, not later
+        parsing = _parsing = _parsing or _Parsing()
+        try:
+            text = parsing.text(html, at_least)
+        except BaseException:
+            parsing.retired = True  # whatever it was, the next document starts afresh
+            raise
+        finally:
+            if parsing.retired:
+                parsing.jobs.put(None)  # it ends once done with what it has
+                _parsing = None
+    if parsing.retired:
+        parsing.thread.join()
+        gc.collect()  # an lxml parser is a reference cycle: its names go now, not later
     return text
 
 
@@ -152,30 +181,34 @@ class _Parsing:
     """
 
     def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[tuple[str, int | None]] = queue.SimpleQueue()
-        self.answers: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[
+            tuple[str, int | None, queue.SimpleQueue[str | BaseException]] | None
+        ] = queue.SimpleQueue()
         self.retired = False
         self.thread = threading.Thread(target=self._serve, name="nextround-html", daemon=True)
         self.thread.start()
 
     def text(self, html: str, at_least: int | None) -> str:
-        self.jobs.put((html, at_least))
-        answer = self.answers.get()
+        # An answer queue per document: a caller interrupted while it waits leaves its
+        # answer where no later caller looks.
+        answers: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
+        self.jobs.put((html, at_least, answers))
+        answer = answers.get()
         if isinstance(answer, BaseException):
             raise answer
         return answer
 
     def _serve(self) -> None:
         reader = _Reader()
-        while not self.retired:
-            html, at_least = self.jobs.get()
+        while (job := self.jobs.get()) is not None:
+            html, at_least, answers = job
             try:
                 answer: str | BaseException = reader.text(html, at_least)
             except BaseException as error:  # noqa: BLE001 - the caller's to raise
                 answer = error
             # Before the answer: the caller, who holds the lock, looks right after it.
-            self.retired = len(reader.names) > MAX_NAMES
-            self.answers.put(answer)
+            self.retired = self.retired or len(reader.names) > MAX_NAMES
+            answers.put(answer)
 
 
 _readers = threading.local()  # each thread's own _Reader
@@ -193,26 +226,15 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 _CHUNK = 2_048
-# Elements open at once beyond which the rest of a document is stripped, not parsed.
+# Elements open at once beyond which the rest of a document is parsed as a new one.
 MAX_DEPTH = 512
 # Distinct tag and attribute names a thread's parser may keep (real mail: a few hundred).
 MAX_NAMES = 10_000
-_TAG = re.compile(r"<[^<>]*>")
-# End tags HTML5 reads otherwise than as end tags, where libxml2 drops them: "</br>" is a
-# line break and a stray "</p>" an empty paragraph. An ATS that writes "</br>" between
-# sentences would otherwise have its words run together ("InitechAfter").
-_END_TAGS = re.compile(r"</(br|p)(?:[\s/][^<>]*)?>", re.IGNORECASE)
-
-
-def _as_browsers_read(tag: re.Match[str]) -> str:
-    # After "</p>", a space: nothing where the paragraph was open (the layout drops it), the
-    # words kept apart where it was not.
-    return "<br>" if tag.group(1).lower() == "br" else tag.group() + " "
-
-
-def _stripped(html: str) -> str:
-    """The words of HTML without its markup, for what the parser is not given."""
-    return entities.unescape(_TAG.sub(" ", html))
+_END_BR = re.compile(r"</br(?:[\s/][^<>]*)?>", re.IGNORECASE)
+_END_P = re.compile(r"</p(?:[\s/][^<>]*)?>", re.IGNORECASE)
+_AFTER_P = "nextround-after-p"
+_AFTER_P_TAG = f"<{_AFTER_P}/>"
+_HIDDEN_NAMES = re.compile(r"</[^<>]*>|<(?:html|body)[\s/][^<>]*>", re.IGNORECASE)
 
 
 def _layout(parts: list[str]) -> str:

@@ -257,15 +257,17 @@ def test_html_only_mail() -> None:
     assert choose_reply_to(mail) is None
 
 
-def test_html_mail_with_end_br_between_sentences() -> None:
-    # Workday writes "</br>": HTML5 reads it as <br>, libxml2 drops it ("InitechAfter").
+@pytest.mark.parametrize("end", ["</br>", "</p>"])
+def test_html_mail_with_stray_end_tags_between_sentences(end: str) -> None:
+    # Workday writes "</br>" (or a "</p>" with no paragraph open): HTML5 reads them as a
+    # line break and an empty paragraph, libxml2 drops them ("InitechAfter").
     html = (
-        '<html><body><div style="font-family:Arial">Dear Ann Smith,</br></br>Thank you for '
-        "your interest in the Senior Analyst position at Initech</br>After careful "
-        "consideration we have decided to pursue other candidates</br>Kind regards</br>"
+        f'<html><body><div style="font-family:Arial">Dear Ann Smith,{end}{end}Thank you for '
+        f"your interest in the Senior Analyst position at Initech{end}After careful "
+        f"consideration we have decided to pursue other candidates{end}Kind regards{end}"
         "Initech Talent Team</div></body></html>"
     )
-    mail = message("Initech <initech@myworkday.com>", "Your application", html_to_text(html))
+    mail = message("Talent <noreply@myworkday.com>", "Your application", html_to_text(html))
     assert extract_company(mail) == "Initech"
     assert extract_role(mail) == "Senior Analyst"
 

@@ -170,7 +170,9 @@ def test_html_to_text_blocks() -> None:
         ("<p>Hi</p>" + "<!--" * 1_000, "Hi"),  # and took quadratic time here
         ("<p>Hi</p>" + "</" * 1_000 + " more", "Hi"),
         ("Initech</br>After careful consideration", "Initech\nAfter careful consideration"),
-        ("a</BR >b</p>c", "a\nb c"),  # HTML5: "</br>" is <br>; a stray "</p>" breaks words
+        ("a</BR >b</p>c", "a\nb\nc"),  # HTML5: "</br>" is <br>, a stray "</p>" a paragraph
+        ("<p>a<b>x</p>y", "ax\ny"),
+        ("<textarea>a</p>b</textarea>", "a</p>b"),
         ("lone \udcff surrogate", "lone \ufffd\ufffd\ufffd surrogate"),
         ("", ""),
         ("<", "<"),
@@ -193,6 +195,7 @@ def test_html_with_ever_new_names_is_read_by_threads_that_end(
     # libxml2 keeps every name a thread's parser meets while the thread lives: past
     # MAX_NAMES, a thread hands its HTML to a parsing thread that ends in its turn.
     monkeypatch.setattr(text_module, "MAX_NAMES", 50)
+    monkeypatch.setattr(text_module, "_parsing", None)  # as if no thread had handed any over
     started: list[text_module._Parsing] = []
 
     class Counted(text_module._Parsing):
@@ -220,6 +223,36 @@ def test_html_with_ever_new_names_is_read_by_threads_that_end(
     assert not any(parsing.thread.is_alive() for parsing in started)
 
 
+def test_a_document_that_fails_in_the_parsing_thread_leaves_it_usable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(text_module, "MAX_NAMES", 5)
+    monkeypatch.setattr(text_module, "_parsing", None)
+    real = text_module._Reader.text
+    outcomes: list[str] = []
+
+    def failing(reader: text_module._Reader, html: str, at_least: int | None) -> str:
+        if "fail" in html:
+            raise MemoryError("as if the machine ran out")
+        return real(reader, html, at_least)
+
+    monkeypatch.setattr(text_module._Reader, "text", failing)
+
+    def read() -> None:
+        html_to_text("".join(f"<t{i} a{i}=1>w</t{i}>" for i in range(10)))  # spends the reader
+        for html in ("<p>fail</p>", "<p>after</p>", "<p>and after</p>"):
+            try:
+                outcomes.append(html_to_text(html))
+            except MemoryError:
+                outcomes.append("raised")
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "html_to_text hung after a failure in the parsing thread"
+    assert outcomes == ["raised", "after", "and after"]
+
+
 @pytest.mark.parametrize(
     ("html", "text"),
     [
@@ -228,7 +261,8 @@ def test_html_with_ever_new_names_is_read_by_threads_that_end(
     ],
 )
 def test_html_too_deep_to_parse_keeps_its_words(html: str, text: str) -> None:
-    # libxml2 takes quadratic time over end tags this deep: past MAX_DEPTH it is stripped.
+    # libxml2 takes quadratic time over end tags this deep: past MAX_DEPTH, the rest is
+    # parsed as a document of its own.
     assert html_to_text(html) == text
 
 
