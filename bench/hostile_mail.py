@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--top", type=int, default=12, help="how many of the slowest to print")
     args = parser.parse_args(argv)
-    logging.disable(logging.WARNING)  # mail-parser's complaints about each odd case
+    logging.disable(logging.ERROR)  # mail-parser's complaints about each odd case
     with tempfile.TemporaryDirectory() as work:
         model = get_model(ModelSettings(state_dir=Path(work), threshold=DEFAULT_THRESHOLD))
         read(message(REJECTION_BODY, False), model)  # warm: caches, lazily built tables

@@ -43,10 +43,6 @@ class _Reader:
 
     def text(self, html: str, at_least: int | None) -> str:
         self.parts, self.size, self.skipping, self.depth = [], 0, 0, 0
-        # Names libxml2 keeps that no start() shows: end tags (stray ones, with attributes)
-        # and the attributes of a second <html> or <body>. Counted whole, which can only
-        # count too many.
-        self.names.update(_HIDDEN_NAMES.findall(html))
         try:
             text = self._read(html, at_least)
         finally:
@@ -63,9 +59,18 @@ class _Reader:
             # Pieces end before a "<": no character reference or tag is split between two.
             end = html.find("<", start + _CHUNK)
             end = len(html) if end < 0 else end
+            # End tags HTML5 reads otherwise, where libxml2 drops them: "</br>" is a line
+            # break and a stray "</p>" an empty paragraph. An ATS that writes either between
+            # sentences would have its words run together ("InitechAfter"). A match holds
+            # one "<", at its start, and a piece ends before one: no match spans two pieces.
+            piece = _END_P.sub(_END_P_AS, _END_BR.sub("<br>", html[start:end]))
+            # Names libxml2 keeps that no start() shows: end tags (stray ones, with
+            # attributes) and the attributes of a second <html> or <body>. Counted whole,
+            # which can only count too many.
+            self.names.update(_HIDDEN_NAMES.findall(piece))
             # Bytes in the parser's encoding, so a <meta charset> in the HTML changes nothing;
             # a lone surrogate becomes U+FFFD.
-            self.parser.feed(html[start:end].encode("utf-8", "surrogatepass"))
+            self.parser.feed(piece.encode("utf-8", "surrogatepass"))
             start = end
             if self.depth > MAX_DEPTH:
                 # libxml2 searches the open elements for many a tag: quadratic time this deep.
@@ -132,10 +137,6 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
     html = html[: MAX_TEXT_CHARS * 10]
     if not html:
         return ""  # lxml refuses to close a parser fed nothing ("no element found")
-    # End tags HTML5 reads otherwise, where libxml2 drops them: "</br>" is a line break and
-    # a stray "</p>" an empty paragraph. An ATS that writes either between sentences would
-    # have its words run together ("InitechAfter").
-    html = _END_P.sub("</p>" + _AFTER_P_TAG, _END_BR.sub("<br>", html))
     # lxml inspects a new target on its first feed, most of the time spent on a short mail:
     # each thread reuses one reader.
     reader: _Reader | None = getattr(_readers, "reader", None)
@@ -234,6 +235,7 @@ _END_BR = re.compile(r"</br(?:[\s/][^<>]*)?>", re.IGNORECASE)
 _END_P = re.compile(r"</p(?:[\s/][^<>]*)?>", re.IGNORECASE)
 _AFTER_P = "nextround-after-p"
 _AFTER_P_TAG = f"<{_AFTER_P}/>"
+_END_P_AS = "</p>" + _AFTER_P_TAG
 _HIDDEN_NAMES = re.compile(r"</[^<>]*>|<(?:html|body)[\s/][^<>]*>", re.IGNORECASE)
 
 
