@@ -34,15 +34,16 @@ class _Reader:
         self.size = 0
         self.skipping = 0
         self.depth = 0  # elements open: libxml2 reports the ones it closes itself too
+        self.raw = 0  # raw-text elements open (<script>, <title>...): no tags read inside
         self.closed_p = False  # the last event ended a paragraph
-        # The tag and attribute names this thread's parser has met: libxml2 keeps them all,
-        # for as long as the thread lives.
-        self.names: set[str] = set()
-        self.spent = False  # met more than MAX_NAMES: no more documents for this one
+        # Characters of HTML this parser has been fed, all documents together: libxml2 keeps
+        # every tag and attribute name it meets for as long as the thread lives.
+        self.fed = 0
+        self.spent = False  # fed more than MAX_FED: no more documents for this one
         self.parser = etree.HTMLParser(target=self, encoding="utf-8", no_network=True)
 
     def text(self, html: str, at_least: int | None) -> str:
-        self.parts, self.size, self.skipping, self.depth = [], 0, 0, 0
+        self.parts, self.size, self.skipping, self.depth, self.raw = [], 0, 0, 0, 0
         try:
             text = self._read(html, at_least)
         finally:
@@ -55,6 +56,7 @@ class _Reader:
         else None (all of it was fed). Pieces end at the same places whatever `at_least` is,
         so a document too deep to parse in one go is cut at the same places too."""
         start = 0
+        enough = at_least  # the text length at which to lay it out and look
         while start < len(html):
             # Pieces end before a "<": no character reference or tag is split between two.
             end = html.find("<", start + _CHUNK)
@@ -64,26 +66,27 @@ class _Reader:
             # sentences would have its words run together ("InitechAfter"). A match holds
             # one "<", at its start, and a piece ends before one: no match spans two pieces.
             piece = _END_P.sub(_END_P_AS, _END_BR.sub("<br>", html[start:end]))
-            # Names libxml2 keeps that no start() shows: end tags (stray ones, with
-            # attributes) and the attributes of a second <html> or <body>. Counted whole,
-            # which can only count too many.
-            self.names.update(_HIDDEN_NAMES.findall(piece))
+            self.fed += len(piece)
             # Bytes in the parser's encoding, so a <meta charset> in the HTML changes nothing;
             # a lone surrogate becomes U+FFFD.
             self.parser.feed(piece.encode("utf-8", "surrogatepass"))
             start = end
-            if self.depth > MAX_DEPTH:
+            if self.depth > MAX_DEPTH and not self.raw:
                 # libxml2 searches the open elements for many a tag: quadratic time this deep.
-                # The rest is read as a document of its own, with none open.
+                # The rest is read as a document of its own, with none open. Not inside raw
+                # text, which the new document would read as markup (libxml2 reads no tags
+                # there, so waiting for its end costs nothing).
                 with contextlib.suppress(etree.LxmlError):
                     self.parser.close()
-                self.depth = 0
+                self.depth = self.raw = 0
             # The parser hands over text in order and the layout below only ever changes the
             # tail, so the text of what it has read is a prefix of the whole text.
-            if at_least is not None and self.size >= at_least and start < len(html):
-                text = _layout(self.parts)
-                if len(text) >= at_least:
+            if at_least is not None and enough is not None and self.size >= enough:
+                if start < len(html) and len(text := _layout(self.parts)) >= at_least:
                     return text
+                # Mostly white space, which the layout drops: look again only when the text
+                # has doubled, so laying it out stays linear in all.
+                enough = 2 * self.size
         return None
 
     # -- the parser's target ----------------------------------------------------------------
@@ -97,8 +100,8 @@ class _Reader:
             return
         self.closed_p = False
         self.depth += 1
-        self.names.add(tag)
-        self.names.update(attrib)
+        if tag in _RAW_TEXT:
+            self.raw += 1
         if tag in _SKIPPED_TAGS:
             self.skipping += 1
         elif tag in _BLOCK_TAGS:
@@ -109,6 +112,8 @@ class _Reader:
             return
         self.closed_p = tag == "p"
         self.depth -= 1
+        if tag in _RAW_TEXT and self.raw:
+            self.raw -= 1
         if tag in _VOID_TAGS:
             return  # a line break for <br> and for <br/> alike: the start did it
         if tag in _SKIPPED_TAGS and self.skipping:
@@ -145,8 +150,7 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
     if reader.spent:
         return _parsed_elsewhere(html, at_least)
     text = reader.text(html, at_least)
-    if len(reader.names) > MAX_NAMES:
-        reader.spent, reader.names = True, set()  # its parser keeps them: we need not
+    reader.spent = reader.fed > MAX_FED
     return text
 
 
@@ -171,14 +175,14 @@ def _parsed_elsewhere(html: str, at_least: int | None) -> str:
 
 
 class _Parsing:
-    """A thread that parses HTML for threads whose own parser has met MAX_NAMES names.
+    """A thread that parses HTML for threads whose own parser has read MAX_FED characters.
 
     libxml2 keeps every tag and attribute name it meets for as long as the thread that met
-    it lives. Real mail holds a few hundred; hostile mail makes up new ones by the thousand
-    (7 MB a megabyte). Each thread parses with its own parser until it has met MAX_NAMES;
-    then it hands its HTML to this thread, which ends in its turn at MAX_NAMES, names and
-    all, and the next document starts another. The hand-over costs about 40 us a document,
-    which is why threads do not all parse here from the start.
+    it lives; hostile mail makes up new ones by the thousand. So each thread parses with
+    its own parser until it has read MAX_FED characters, then hands its HTML to this
+    thread, which ends in its turn after MAX_FED, names and all; the next document starts
+    another. The hand-over costs about 40 us a document, which is why threads do not all
+    parse here from the start.
     """
 
     def __init__(self) -> None:
@@ -200,15 +204,22 @@ class _Parsing:
         return answer
 
     def _serve(self) -> None:
-        reader = _Reader()
+        reader: _Reader | BaseException
+        try:
+            reader = _Reader()
+        except BaseException as error:  # noqa: BLE001 - each caller's to raise
+            reader = error
         while (job := self.jobs.get()) is not None:
             html, at_least, answers = job
             try:
+                if isinstance(reader, BaseException):
+                    raise reader
                 answer: str | BaseException = reader.text(html, at_least)
             except BaseException as error:  # noqa: BLE001 - the caller's to raise
                 answer = error
             # Before the answer: the caller, who holds the lock, looks right after it.
-            self.retired = self.retired or len(reader.names) > MAX_NAMES
+            spent = isinstance(reader, BaseException) or reader.fed > MAX_FED
+            self.retired = self.retired or spent
             answers.put(answer)
 
 
@@ -229,14 +240,17 @@ os.register_at_fork(after_in_child=_after_fork)
 _CHUNK = 2_048
 # Elements open at once beyond which the rest of a document is parsed as a new one.
 MAX_DEPTH = 512
-# Distinct tag and attribute names a thread's parser may keep (real mail: a few hundred).
-MAX_NAMES = 10_000
-_END_BR = re.compile(r"</br(?:[\s/][^<>]*)?>", re.IGNORECASE)
-_END_P = re.compile(r"</p(?:[\s/][^<>]*)?>", re.IGNORECASE)
+# Characters of HTML one thread's parser reads before another takes over. A megabyte of
+# made-up tag and attribute names grows libxml2's store of them by about 7 MB; real mail
+# repeats a few hundred names, and 2 million characters are days of a daemon's mail.
+MAX_FED = 2_000_000
+_END_BR = re.compile(r"</br(?:[\t\n\f\r /][^<>]*)?>", re.IGNORECASE)  # HTML's white space
+_END_P = re.compile(r"</p(?:[\t\n\f\r /][^<>]*)?>", re.IGNORECASE)
 _AFTER_P = "nextround-after-p"
 _AFTER_P_TAG = f"<{_AFTER_P}/>"
 _END_P_AS = "</p>" + _AFTER_P_TAG
-_HIDDEN_NAMES = re.compile(r"</[^<>]*>|<(?:html|body)[\s/][^<>]*>", re.IGNORECASE)
+# Elements whose content libxml2 reads as text, tags and all.
+_RAW_TEXT = frozenset("script style textarea title xmp iframe noembed noframes plaintext".split())
 
 
 def _layout(parts: list[str]) -> str:

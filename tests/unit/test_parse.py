@@ -189,12 +189,12 @@ def test_html_read_in_part_leaves_nothing_for_the_next(unfinished: str) -> None:
     assert html_to_text("<p>after</p>") == "after"  # the parser is reused: it starts afresh
 
 
-def test_html_with_ever_new_names_is_read_by_threads_that_end(
+def test_html_is_read_by_threads_that_end_once_they_have_read_enough(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # libxml2 keeps every name a thread's parser meets while the thread lives: past
-    # MAX_NAMES, a thread hands its HTML to a parsing thread that ends in its turn.
-    monkeypatch.setattr(text_module, "MAX_NAMES", 50)
+    # MAX_FED characters, a thread hands its HTML to a parsing thread that ends in its turn.
+    monkeypatch.setattr(text_module, "MAX_FED", 500)
     monkeypatch.setattr(text_module, "_parsing", None)  # as if no thread had handed any over
     started: list[text_module._Parsing] = []
 
@@ -217,8 +217,8 @@ def test_html_with_ever_new_names_is_read_by_threads_that_end(
     worker.join()
     assert [text.split()[:2] for text in texts] == [["mail", str(n)] for n in range(6)]
     assert all(text.endswith("w38w39") for text in texts)
-    # The first document went past 50 names in the thread's own parser; each later one, in
-    # a parsing thread, which then ended.
+    # The first document took the thread's own parser past 500 characters; each later one
+    # was read in a parsing thread, which then ended.
     assert len(started) == 5
     assert not any(parsing.thread.is_alive() for parsing in started)
 
@@ -226,7 +226,7 @@ def test_html_with_ever_new_names_is_read_by_threads_that_end(
 def test_a_document_that_fails_in_the_parsing_thread_leaves_it_usable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(text_module, "MAX_NAMES", 5)
+    monkeypatch.setattr(text_module, "MAX_FED", 50)
     monkeypatch.setattr(text_module, "_parsing", None)
     real = text_module._Reader.text
     outcomes: list[str] = []
@@ -258,6 +258,13 @@ def test_a_document_that_fails_in_the_parsing_thread_leaves_it_usable(
     [
         ("<b>" * 2_000 + "deep</b> words" + "</i>" * 100 + " &amp; more", "deep words & more"),
         ("<div>" * 600 + "</x>" * 600 + "<p>after", "after"),
+        (  # the new document starts after the script, not inside it
+            "<span>" * 520
+            + "<script>var s='"
+            + "x" * 2_100
+            + "';document.write('<title>'+t+'</'+'title>')</script><p>We regret to inform you",
+            "We regret to inform you",
+        ),
     ],
 )
 def test_html_too_deep_to_parse_keeps_its_words(html: str, text: str) -> None:
