@@ -102,6 +102,11 @@ def simple(
     return assemble(headers(name, extra=extra, subject=subject, sender=sender), body)
 
 
+def html(name: str, body: bytes) -> bytes:
+    """`simple`, as text/html."""
+    return simple(name, body, content_type=b"text/html")
+
+
 def multipart(name: str, boundary: bytes, parts: Iterable[bytes], close: bool = True) -> bytes:
     head = headers(name, extra=[b'Content-Type: multipart/mixed; boundary="' + boundary + b'"'])
     body = b"This is a multi-part message in MIME format.\r\n"
@@ -446,81 +451,70 @@ def _cases() -> list[Case]:
     # -- HTML bombs ----------------------------------------------------------------------
     add(
         "html-100k-nested-div",
-        lambda n: simple(
-            n, b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000, content_type=b"text/html"
-        ),
+        lambda n: html(n, b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000),
         heavy=True,
     )
     add(
         "html-1mb-entities",
-        lambda n: simple(n, b"&amp;&#x1F600;&nbsp;&bogus;" * (MB // 27), content_type=b"text/html"),
+        lambda n: html(n, b"&amp;&#x1F600;&nbsp;&bogus;" * (MB // 27)),
         heavy=True,
     )
     add(
         "html-script-only",
-        lambda n: simple(
-            n, b"<script>" + b"alert(1);" * 10_000 + b"</script>", content_type=b"text/html"
-        ),
+        lambda n: html(n, b"<script>" + b"alert(1);" * 10_000 + b"</script>"),
     )
     add(
         "html-style-only",
-        lambda n: simple(n, b"<style>p{color:red}</style>", content_type=b"text/html"),
+        lambda n: html(n, b"<style>p{color:red}</style>"),
     )
     add(
         "html-unclosed-script",
-        lambda n: simple(n, b"<p>hi</p><script>" + b"x" * MB, content_type=b"text/html"),
+        lambda n: html(n, b"<p>hi</p><script>" + b"x" * MB),
     )
     add(
         "html-unclosed-comment",
-        lambda n: simple(n, b"<!--" + b"<div>" * 200_000, content_type=b"text/html"),
+        lambda n: html(n, b"<!--" + b"<div>" * 200_000),
         heavy=True,
     )
     # Unclosed constructs: html.parser (Python < 3.13.4) took quadratic time over these, and
     # raised AssertionError on a broken marked section.
     add(
         "html-unclosed-comments",
-        lambda n: simple(n, b"<p>Hi</p>" + b"<!--" * 25_000, content_type=b"text/html"),
+        lambda n: html(n, b"<p>Hi</p>" + b"<!--" * 25_000),
         heavy=True,
     )
     add(
         "html-unclosed-end-tags",
-        lambda n: simple(n, b"<p>Hi</p>" + b"</" * 50_000, content_type=b"text/html"),
+        lambda n: html(n, b"<p>Hi</p>" + b"</" * 50_000),
         heavy=True,
     )
     # libxml2 searched the open elements for each of these: quadratic time this deep.
     add(
         "html-deep-with-stray-end-tags",
-        lambda n: simple(
-            n,
-            REJECTION_BODY.encode() + b"<b>" * 100_000 + b"</i>" * 75_000,
-            content_type=b"text/html",
-        ),
+        lambda n: html(n, REJECTION_BODY.encode() + b"<b>" * 100_000 + b"</i>" * 75_000),
         heavy=True,
     )
     # Tag and attribute names made up by the thousand: libxml2 keeps every one it meets.
     add(
         "html-60k-distinct-names",
-        lambda n: simple(
+        lambda n: html(
             n,
             REJECTION_BODY.encode()
             + b"".join(b"<t%d a%d=1>w</t%d>" % (i, i, i) for i in range(60_000)),
-            content_type=b"text/html",
         ),
         heavy=True,
     )
     add(
         "html-end-br-between-sentences",
-        lambda n: simple(
-            n, REJECTION_BODY.replace("\r\n", "</br>").encode(), content_type=b"text/html"
-        ),
+        lambda n: html(n, REJECTION_BODY.replace("\r\n", "</br>").encode()),
     )
     add(
         "html-broken-marked-sections",
-        lambda n: simple(n, REJECTION_BODY.encode() + b"<![" * 1_000, content_type=b"text/html"),
+        lambda n: html(n, REJECTION_BODY.encode() + b"<![" * 1_000),
     )
     add(
         "html-300k-angle-brackets",
-        lambda n: simple(n, b"<" * 300_000, content_type=b"text/html"),
+        lambda n: html(n, b"<" * 300_000),
         heavy=True,
     )
 
