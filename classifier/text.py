@@ -39,8 +39,12 @@ class _Reader:
         # Characters of HTML this parser has been fed, all documents together: libxml2 keeps
         # every tag and attribute name it meets for as long as the thread lives.
         self.fed = 0
-        self.spent = False  # fed more than MAX_FED: no more documents for this one
         self.parser = etree.HTMLParser(target=self, encoding="utf-8", no_network=True)
+
+    @property
+    def spent(self) -> bool:
+        """Fed more than MAX_FED: no more documents for this one."""
+        return self.fed > MAX_FED
 
     def text(self, html: str, at_least: int | None) -> str:
         self.parts, self.size, self.skipping, self.depth, self.raw = [], 0, 0, 0, 0
@@ -149,9 +153,7 @@ def html_to_text(html: str, at_least: int | None = None) -> str:
         reader = _readers.reader = _Reader()
     if reader.spent:
         return _parsed_elsewhere(html, at_least)
-    text = reader.text(html, at_least)
-    reader.spent = reader.fed > MAX_FED
-    return text
+    return reader.text(html, at_least)
 
 
 def _parsed_elsewhere(html: str, at_least: int | None) -> str:
@@ -218,7 +220,7 @@ class _Parsing:
             except BaseException as error:  # noqa: BLE001 - the caller's to raise
                 answer = error
             # Before the answer: the caller, who holds the lock, looks right after it.
-            spent = isinstance(reader, BaseException) or reader.fed > MAX_FED
+            spent = isinstance(reader, BaseException) or reader.spent
             self.retired = self.retired or spent
             answers.put(answer)
 
