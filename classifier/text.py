@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import threading
+from collections.abc import Mapping
 
 from lxml import etree
 
@@ -30,16 +31,20 @@ class _Reader:
     before Python 3.13.4, 35 s for 200 KB of `<!--`, and some input makes it raise.)"""
 
     def __init__(self) -> None:
+        # Characters of HTML this parser has been fed, all documents together: libxml2 keeps
+        # every tag and attribute name it meets for as long as the thread lives.
+        self.fed = 0
+        self._begin()
+        self.parser = etree.HTMLParser(target=self, encoding="utf-8", no_network=True)
+
+    def _begin(self) -> None:
+        """The state of a document, before its first event."""
         self.parts: list[str] = []
         self.size = 0
         self.skipping = 0
         self.depth = 0  # elements open: libxml2 reports the ones it closes itself too
         self.raw = 0  # raw-text elements open (<script>, <title>...): no tags read inside
         self.closed_p = False  # the last event ended a paragraph
-        # Characters of HTML this parser has been fed, all documents together: libxml2 keeps
-        # every tag and attribute name it meets for as long as the thread lives.
-        self.fed = 0
-        self.parser = etree.HTMLParser(target=self, encoding="utf-8", no_network=True)
 
     @property
     def spent(self) -> bool:
@@ -47,7 +52,7 @@ class _Reader:
         return self.fed > MAX_FED
 
     def text(self, html: str, at_least: int | None) -> str:
-        self.parts, self.size, self.skipping, self.depth, self.raw = [], 0, 0, 0, 0
+        self._begin()
         try:
             text = self._read(html, at_least)
         finally:
@@ -95,7 +100,7 @@ class _Reader:
 
     # -- the parser's target ----------------------------------------------------------------
 
-    def start(self, tag: str, attrib: dict[str, str]) -> None:
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:  # lxml: read-only
         if tag == _AFTER_P:
             # Right after </p> in the HTML: a stray </p> (which libxml2 drops) breaks the
             # line, as HTML5 reads it; after a paragraph that ended, nothing more.
