@@ -18,6 +18,14 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 # subject would stall the cycle for minutes.
 MAX_HEADER_CHARS = 998
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+# What a Message-ID we write may hold: printable ASCII but the angle brackets.
+_WRITABLE_ID = re.compile(r"<[!-;=?-~]+>")
+# An address we write into a draft's To: a dot-atom local part (no quotes, commas or a second
+# "@", which a mail client could read as another recipient) at a plain host name.
+_ATEXT = r"[\w!#$%&'*+/=?^`{|}~-]+"  # with letters of any script (RFC 6531)
+_PLAIN_ADDRESS = re.compile(
+    rf"{_ATEXT}(?:\.{_ATEXT})*@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*"
+)
 
 
 def one_line(value: str) -> str:
@@ -44,10 +52,20 @@ def header_safe(value: str) -> str:
 
 
 def safe_message_id(value: str) -> str:
-    """A Message-ID for a header we write: one `<...>` token, or "" when it is not one.
-    Never passed through `header_safe`: `=?` is legal inside an id and must stay."""
-    found = _MESSAGE_ID.fullmatch(_CONTROLS.sub("", value.strip()))
-    return found.group(0) if found and len(value) <= MAX_HEADER_CHARS else ""
+    """A Message-ID for a header we write: one `<...>` token of printable ASCII, or "".
+    Never one with an encoded-word in it: the email package decodes those in In-Reply-To
+    and References when it writes them (before Python 3.11.10), and one hidden in another
+    decodes into a line break, a header line of the sender's choosing. Threading is lost
+    for such an id; no real server makes one."""
+    found = _WRITABLE_ID.fullmatch(value.strip())
+    if found is None or "=?" in value or len(value) > MAX_HEADER_CHARS:
+        return ""
+    return found.group(0)
+
+
+def plain_address(email: str) -> bool:
+    """Whether `email` is one plain address we may write into a header: see _PLAIN_ADDRESS."""
+    return len(email) <= 254 and "=?" not in email and _PLAIN_ADDRESS.fullmatch(email) is not None
 
 
 def message_ids(value: str) -> tuple[str, ...]:

@@ -14,14 +14,19 @@ import gc
 import hashlib
 import hmac
 import json
+import logging
 import os
 import pickle
 import secrets
+import stat
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nextround.classifier.inference import MODEL_VERSION, RejectionModel
+if TYPE_CHECKING:
+    from nextround.classifier.inference import RejectionModel
+
+logger = logging.getLogger(__name__)
 
 MAGIC = b"NEXTROUND-MODEL 1\n"
 KEY_BYTES = 32
@@ -29,6 +34,27 @@ KEY_BYTES = 32
 
 class ModelFileError(ValueError):
     """The file is not a model we wrote (missing, wrong format or version, bad signature)."""
+
+
+def private_directory(directory: Path) -> None:
+    """Make `directory` with each missing parent 0700 (mkdir's `mode` is not applied to the
+    parents, which a umask of 0 would leave writable by anyone). One that exists is left as
+    it is, with a warning when other users may enter it: it may hold more than ours."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        made.mkdir(mode=0o700, exist_ok=True)
+        made.chmod(0o700)
+    if not missing:
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if mode & 0o077:
+                logger.warning(
+                    "%s is open to other users (mode %o); run: chmod 700 %s",
+                    directory, mode, directory,
+                )  # fmt: skip
 
 
 def key_path_for(model_path: Path) -> Path:
@@ -57,7 +83,10 @@ def _signature(key: bytes, header: bytes, payload: bytes) -> str:
 
 
 def save_model(model: RejectionModel, path: Path, fingerprint: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Here, not at the top: the daemon's state files use this module, and need no numpy.
+    from nextround.classifier.inference import MODEL_VERSION
+
+    private_directory(path.parent)
     stored = replace(model, source=None, fingerprint=None)
     payload = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
     header = json.dumps(
@@ -74,6 +103,8 @@ def save_model(model: RejectionModel, path: Path, fingerprint: str) -> None:
 
 def load_model(path: Path, fingerprint: str | None = None) -> RejectionModel:
     """Load a model we wrote; `fingerprint` (when given) must match the stored one."""
+    from nextround.classifier.inference import MODEL_VERSION, RejectionModel
+
     try:
         data = path.read_bytes()
     except OSError as error:

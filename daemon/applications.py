@@ -63,6 +63,7 @@ class Application:
             request_sent_at=self.request_sent_at,
             follow_up_drafted_at=self.follow_up_drafted_at,
             follow_up_sent_at=self.follow_up_sent_at,
+            follow_up=not self.no_feedback,
         )
 
     @property

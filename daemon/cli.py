@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_now,
         help="the time the cycle takes as now (ISO 8601; naive means UTC; default: the clock)",
     )
+    once.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for a cycle already running on this state (the service's) "
+        "to finish before giving up (default: 60)",
+    )
     status = add(
         "status",
         commands.status,

@@ -10,11 +10,12 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nextround.classifier.persist import private_directory
 from nextround.daemon import applications as apps
 from nextround.daemon.config import (
     DEFAULT_THRESHOLD,
@@ -27,7 +28,7 @@ from nextround.daemon.credentials import describe_password_source
 from nextround.daemon.errors import NextroundError, StorageError, UsageError
 from nextround.daemon.lifecycle import Event, InvalidTransition, Timing, next_action
 from nextround.daemon.mailbox import Fetched, FolderInfo, FolderStatus, Mailbox
-from nextround.daemon.store import Store
+from nextround.daemon.store import Store, cycle_lock
 from nextround.daemon.training import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,11 @@ def once(args: argparse.Namespace) -> int:
     config = load(args)
     now: datetime = args.now or datetime.now(UTC)
     model = get_model(model_settings(config))
-    with cycle_store(config, dry_run=args.dry_run) as store:
+    with (
+        cycle_store(config, dry_run=args.dry_run) as store,
+        # A dry run writes nothing and works on a copy of the state: no other cycle minds it.
+        nullcontext() if args.dry_run else cycle_lock(config.database_path, args.wait),
+    ):
         session = open_session(config)
         try:
             mailbox = DryRunMailbox(session.mailbox) if args.dry_run else session.mailbox
@@ -176,6 +181,9 @@ class DryRunMailbox:
 
     def folder_headers(self, folder: str) -> dict[int, bytes]:
         return self.inner.folder_headers(folder)
+
+    def headers_of(self, folder: str, uids: Sequence[int]) -> dict[int, bytes]:
+        return self.inner.headers_of(folder, uids)
 
     def append(self, folder: str, raw: bytes, flags: Sequence[str], when: datetime) -> int | None:
         logger.debug("dry run: not saving a %d-byte message to %s", len(raw), folder)
@@ -328,14 +336,15 @@ def label(args: argparse.Namespace) -> int:
     if not raw:
         raise NextroundError(f"{message_id}: not found in {session.folders['inbox'].name}")
     folder = settings.corrections_dir / args.label
-    for directory in (settings.corrections_dir, folder):  # mkdir(parents=) ignores `mode`
-        directory.mkdir(exist_ok=True, mode=0o700)
+    private_directory(folder)
     name = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in message_id.strip("<>"))
     for other in ("rejection", "closed", "other"):
         (settings.corrections_dir / other / f"{name}.eml").unlink(missing_ok=True)
     path = folder / f"{name}.eml"
-    path.write_bytes(raw)
-    path.chmod(0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(raw)
+    path.chmod(0o600)  # it may have existed, with another mode
     store = open_store(config)
     try:
         with store.transaction():

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from nextround.classifier.message import plain_address
 from nextround.daemon.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ def _validate(config: Config) -> None:
         )
     if imap.timeout <= 0:
         raise ConfigError(f"{path}: [imap] timeout: must be a positive number of seconds")
-    if "@" not in config.identity.email:
+    if not plain_address(config.identity.email):
         raise ConfigError(f"{path}: [identity] email: not an email address")
     if config.sync.backfill_days < 0:
         raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")

@@ -29,7 +29,7 @@ def describe_password_source(imap: ImapConfig, environ: Mapping[str, str] | None
     if imap.auth == "oauth2":
         return "oauth2_token_command (XOAUTH2)"
     if imap.password_file:
-        return f"password_file {imap.password_file}"
+        return "password_file"  # never its value: a password pasted there would show
     if imap.password_command:
         return "password_command"
     credential = _credential_path(env)
@@ -95,13 +95,13 @@ def _read_file(path: Path, what: str) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SecretError(f"{what}: {path}: no such file") from None
+        raise SecretError(f"{what}: the file it names does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
-        raise SecretError(f"{what}: {path}: cannot read: {reason}") from None
+        raise SecretError(f"{what}: cannot read the file it names: {reason}") from None
     password = text.splitlines()[0] if text else ""
     if not password:
-        raise SecretError(f"{what}: {path}: the file is empty")
+        raise SecretError(f"{what}: the file it names is empty")
     return password
 
 
@@ -121,11 +121,11 @@ def _run_command(command: str, key: str) -> str:
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise SecretError(f"{key}: {argv[0]}: command not found") from None
+        raise SecretError(f"{key}: its first word names no program found") from None
     except subprocess.TimeoutExpired:
         raise SecretError(f"{key}: no answer within {COMMAND_TIMEOUT:.0f} s") from None
     except OSError as error:
-        raise SecretError(f"{key}: {argv[0]}: {error.strerror}") from None
+        raise SecretError(f"{key}: cannot run it: {error.strerror}") from None
     # Neither stdout nor stderr goes into the message: either may hold the secret.
     if result.returncode != 0:
         raise SecretError(f"{key}: exited with status {result.returncode}")

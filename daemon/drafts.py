@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address as HeaderAddress
@@ -21,7 +20,13 @@ from typing import Any
 
 import jinja2
 
-from nextround.classifier.message import Address, header_safe, one_line, safe_message_id
+from nextround.classifier.message import (
+    Address,
+    header_safe,
+    one_line,
+    plain_address,
+    safe_message_id,
+)
 from nextround.daemon.errors import TemplateError
 
 logger = logging.getLogger(__name__)
@@ -155,8 +160,8 @@ def draft_variables(
 def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
     """The draft as bytes ready to APPEND, and its fresh Message-ID."""
     message = EmailMessage(policy=SMTP)
-    message["From"] = _header_address(spec.identity)
-    if spec.to is not None:
+    message["From"] = _header_address(spec.identity)  # the config holds a plain address
+    if spec.to is not None and plain_address(spec.to.email):
         message["To"] = _header_address(spec.to)
     else:
         body = f"{NEEDS_CONTACT_MARK}\n\n{body}"
@@ -186,14 +191,11 @@ def parse_header_value(value: str) -> tuple[int, str] | None:
 
 
 def _header_address(address: Address) -> HeaderAddress:
+    """Only for a plain address (`plain_address`): never decoded, quoted or split anywhere
+    but at its one "@", so it names one recipient and no other."""
     name = header_safe(address.name).replace('"', "'")
-    local, _, domain = header_safe(address.email).partition("@")
+    local, _, domain = address.email.rpartition("@")
     try:
         return HeaderAddress(display_name=name, username=local, domain=domain)
     except (ValueError, IndexError):
         return HeaderAddress(display_name="", username=local, domain=domain)
-
-
-def references_for(parent_id: str, parent_references: Sequence[str]) -> tuple[str, ...]:
-    """RFC 5322: the parent's References (or In-Reply-To), then the parent's own id."""
-    return (*parent_references, parent_id)

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from nextround.classifier.analyse import combine, no_earlier_contacts
@@ -29,7 +29,7 @@ from nextround.classifier.extract import (
     is_human_address,
 )
 from nextround.classifier.inference import Prediction, RejectionModel
-from nextround.classifier.message import Address, Message, message_ids
+from nextround.classifier.message import Address, Message, message_ids, plain_address
 from nextround.classifier.verdict import Analysis, company_key
 from nextround.daemon import applications as apps
 from nextround.daemon import stopping
@@ -91,8 +91,8 @@ def is_auto_reply(message: Message) -> bool:
         return True
     if "x-autoreply" in headers or "x-autorespond" in headers:
         return True
-    if headers.get("precedence", "").lower() == "auto_reply":
-        return True
+    if headers.get("precedence", "").lower() in ("auto_reply", "bulk", "junk", "list"):
+        return True  # vacation responders often mark themselves junk or bulk (RFC 3834)
     return bool(_AUTO_SUBJECT.search(message.subject))
 
 
@@ -344,7 +344,13 @@ class Engine:
     def on_inbox(self, store: Store, message: Message, analysis: Analysis, now: datetime) -> None:
         from_user = message.from_ is not None and message.from_.email == self.identity.email
         keys = message.thread_ids
-        related = apps.by_thread(store, keys) if keys else []
+        related = apps.by_thread(store, [message.message_id, *keys])
+        if any(message.message_id in app.known_ids for app in related):
+            # A copy of mail an application holds already: delivered twice, or moved back
+            # into INBOX. Nothing happened, and a second application for one rejection
+            # would break the rule that each has its own.
+            logger.info("%s: a copy of mail seen before; nothing to do", message.message_id)
+            return
         if not related and message.conversation:
             # The server's conversation alone (Gmail groups mail by subject and sender, so a
             # second no-reply rejection can land in it too) makes a reply only of mail a
@@ -362,11 +368,19 @@ class Engine:
                     f"reply {message.message_id} from {message.from_ or 'unknown'}",
                     reply_message_id=message.message_id,
                     reply_at=_when(message, now),
-                    reply_from=str(message.from_) if message.from_ else None,
+                    reply_from=_storable(_replier(message)),
                     reply_subject=message.subject,
-                    reply_references=" ".join(message.references),
+                    reply_references=" ".join(message.references or message.in_reply_to),
                 )
                 apps.add_to_thread(store, app, [message.message_id], now)
+                thanked = store.sent_answer(message.message_id)
+                if thanked is not None:
+                    # The user thanked them by hand before nextround saw the reply.
+                    apps.update(
+                        store, app.id, now, thank_you_draft_message_id=thanked[0],
+                        thank_you_drafted_at=now,
+                    )  # fmt: skip
+                    self._note(f"#{app.id}: already thanked by hand ({thanked[0]})")
                 return
         if related:
             apps.add_to_thread(store, related[0], [message.message_id], now)
@@ -391,6 +405,11 @@ class Engine:
             state, note = State.CLOSED, "the position was closed or cancelled: nothing to ask"
         elif analysis.stage not in self.config.lifecycle.stages:
             state, note = State.SKIPPED, f"{analysis.stage}-stage: not in [lifecycle] stages"
+        elif now - _when(message, now) > self.timing.send_within:
+            # Seen long after it arrived (a first run reads weeks back): a request is owed
+            # within about a day, and one weeks late reads as automated.
+            days = (now - _when(message, now)).days
+            state, note = State.SKIPPED, f"seen {days} days after it arrived: too late to ask"
         else:
             state, note = State.NEW, ""
         application_id = apps.open_application(
@@ -406,12 +425,18 @@ class Engine:
             no_feedback=analysis.no_feedback_policy,
             rejection_message_id=message.message_id,
             rejection_subject=message.subject,
-            rejection_references=" ".join(message.references),
+            rejection_references=" ".join(message.references or message.in_reply_to),
             rejection_at=_when(message, now),
             thread=json.dumps([message.conversation] if message.conversation else []),
             note=note,
         )
         self._note(f"#{application_id} opened ({state.value}): {analysis.company or '?'}")
+        answered = store.sent_answer(message.message_id) if state is State.NEW else None
+        if answered is not None:
+            # The user answered the rejection before nextround saw it (the service was down,
+            # or this is its first run): their own request stands, and no draft is owed.
+            sent_id, sent_at = answered
+            self.record_sent(store, application_id, "request", sent_id, sent_at or now, now)
 
     def _contact(self, store: Store, message: Message, reply_to: str | None) -> Address | None:
         """The chosen address with its display name, from this mail or an earlier one."""
@@ -425,13 +450,18 @@ class Engine:
     def on_sent(self, store: Store, message: Message, now: datetime) -> None:
         """A sent copy: the user sent a request or a follow-up (under any Message-ID)."""
         marked = parse_header_value(message.headers.get(HEADER.lower(), ""))
-        waiting = apps.in_states(store, [*AWAITING_SEND, State.FOLLOWED_UP])
+        waiting = apps.in_states(store, [State.NEW, *AWAITING_SEND, State.FOLLOWED_UP])
         for app in waiting:
             step = _sent_step(app, message, marked)
             if step is None:
                 continue
             sent_at = min(max(_when(message, now), app.request_drafted_at or now), now)
             self.record_sent(store, app.id, step, message.message_id, sent_at, now)
+            to = next((a for a in message.to if a.email != self.identity.email), None)
+            if step == "request" and to is not None and plain_address(to.email):
+                # Whom the user sent it to (added, or chosen instead of ours) is whom the one
+                # follow-up goes to.
+                apps.update(store, app.id, now, contact_email=to.email, contact_name=to.name)
             if message.conversation:
                 apps.add_to_thread(store, app, [message.conversation], now)
             return
@@ -648,13 +678,20 @@ class Engine:
                     return Recovered(pending, sent_id, _date_of(parsed))
         taken = app.pending_drafts_uidnext
         if taken is not None and mailbox.status(drafts).uidnext > taken:
-            # Drafts stored something since: ours, which the user has deleted. The usual
-            # rules take it from here (a vanished draft means skipped); never a second one.
+            # Drafts stored something since. What it stored first, at the UID that was next
+            # when we wrote, is ours unless it is still there and another's (the user's client
+            # saved a draft of theirs): then our APPEND never got there, and it is written now.
+            first = mailbox.headers_of(drafts, [taken]).get(taken)
+            if first is not None and not _is_draft(first, wanted, pending):
+                logger.warning("#%d: the %s draft never reached %s; writing it", *wanted, drafts)
+                return None
+            # Ours, which the user has deleted. The usual rules take it from here (a vanished
+            # draft means skipped); never a second one.
             return Recovered(pending)
         return None
 
     def draft_spec(self, app: Application, step: str) -> DraftSpec:
-        contact = Address(app.contact_name, app.contact_email) if app.contact_email else None
+        contact = _plain(Address(app.contact_name, app.contact_email or ""))
         if step == "request":
             subject, answers = reply_subject(app.rejection_subject), app.rejection_message_id
             references = app.rejection_references
@@ -663,8 +700,7 @@ class Engine:
             answers = app.request_sent_message_id or app.rejection_message_id
             references = (*app.rejection_references, app.rejection_message_id)
         else:
-            replier = _address(app.reply_from)
-            contact = replier or contact
+            contact = _stored_address(app.reply_from) or contact
             subject = reply_subject(app.reply_subject or app.rejection_subject)
             answers = app.reply_message_id or app.rejection_message_id
             references = app.reply_references
@@ -714,11 +750,35 @@ def _when(message: Message, now: datetime) -> datetime:
     return min(message.date, now) if message.date else now
 
 
-def _address(text: str | None) -> Address | None:
+def _plain(address: Address) -> Address | None:
+    """The address, if it is one we may write into a draft's To (see `plain_address`)."""
+    return address if plain_address(address.email) else None
+
+
+def _replier(message: Message) -> Address | None:
+    """Whom a thank-you answers: the person the reply names, Reply-To first (as a mail client
+    answers), never a no-reply address (an ATS relays the recruiter's answer from one)."""
+    for address in (*message.reply_to, message.from_):
+        if address is not None and is_human_address(address) and plain_address(address.email):
+            return address
+    return None
+
+
+def _storable(address: Address | None) -> str | None:
+    """Name and address as JSON: a display name may hold anything, an address included."""
+    return json.dumps([address.name, address.email]) if address is not None else None
+
+
+def _stored_address(text: str | None) -> Address | None:
     if not text:
         return None
-    name, address = parseaddr(text)
-    return Address(name, address.lower()) if "@" in address else None
+    try:
+        name, email = json.loads(text)
+    except (ValueError, TypeError):
+        # Written by an older version as "name <email>", which cannot be told apart from a
+        # display name with an address in it: not used.
+        return None
+    return _plain(Address(str(name), str(email).lower()))
 
 
 def _pending_draft(app: Application) -> tuple[str, str] | None:
@@ -742,7 +802,7 @@ def _owed_draft(app: Application) -> str | None:
 
 def _sent_step(app: Application, message: Message, marked: tuple[int, str] | None) -> str | None:
     """Which of `app`'s drafts this sent copy is, if any."""
-    expected = "request" if app.state in AWAITING_SEND else "follow_up"
+    expected = "request" if app.state in AWAITING_SEND or app.state is State.NEW else "follow_up"
     if app.state is State.FOLLOWED_UP and (
         app.follow_up_sent_at or not app.follow_up_draft_message_id
     ):
@@ -775,6 +835,14 @@ def _drafts_present(headers: dict[int, bytes]) -> dict[str, set[object]]:
             marked.add(value)
         answers.update(message_ids(str(parsed.get("In-Reply-To", ""))))
     return {"marked": marked, "answers": answers}
+
+
+def _is_draft(raw: bytes, wanted: tuple[int, str], message_id: str) -> bool:
+    """Whether a header block is that of our draft `wanted` (by our header or its id)."""
+    parsed = _HEADERS.parsebytes(raw)
+    return parse_header_value(str(parsed.get(HEADER, ""))) == wanted or _first_id(parsed) == (
+        message_id
+    )
 
 
 def _first_id(parsed: email.message.Message) -> str | None:

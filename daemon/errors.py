@@ -61,6 +61,16 @@ class StorageError(NextroundError):
     """The state database cannot be opened, migrated or written."""
 
 
+class BusyError(NextroundError):
+    """Another nextround cycle holds this state (the service, or `nextround once`)."""
+
+
+class ConstraintError(NextroundError):
+    """The state database refused a write that would contradict what it holds (a UNIQUE or
+    CHECK constraint): a bug, not a fault of the machine. Unlike a StorageError, retrying
+    cannot help, so the message it was for is recorded as failed and the cycle goes on."""
+
+
 class MessageParseError(NextroundError):
     """A message could not be parsed; it is recorded with the reason and skipped."""
 

@@ -69,6 +69,10 @@ def translate_errors(host: str, doing: str) -> Iterator[None]:
         raise ConnectError(f"{host}: connection lost while {doing}: {error}") from None
     except imaplib.IMAP4.error as error:
         raise MailboxError(f"{host}: server refused while {doing}: {error}") from None
+    except UnicodeError:
+        # Never the error's own text: it quotes the character and its place, and what was
+        # being encoded may be the password.
+        raise MailboxError(f"{host}: something could not be encoded while {doing}") from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConnectError(f"{host}: network error while {doing}: {reason}") from None
@@ -133,8 +137,15 @@ def connect(imap: ImapConfig, secret: str) -> ImapMailbox:
                     if isinstance(error, imaplib.IMAP4.abort):
                         raise
                     raise AuthError(f"{host}: XOAUTH2 login failed: {error}") from None
-            else:
+            elif (imap.username + secret).isascii():
                 client.login(imap.username, secret)
+            elif client.has_capability("AUTH=PLAIN"):
+                client.plain_login(imap.username, secret)  # UTF-8, as RFC 4616 allows
+            else:
+                raise AuthError(
+                    f"{host}: the user name or password is not ASCII, which LOGIN cannot "
+                    "carry, and the server does not offer AUTHENTICATE PLAIN"
+                )
         with translate_errors(host, "reading the server's capabilities"):
             gmail = bool(client.has_capability("X-GM-EXT-1"))
     except BaseException:
@@ -263,6 +274,10 @@ class ImapMailbox:
             return {}
         with self._errors(f"listing {folder}"):
             uids = self.client.search(["ALL"])
+        return self._header_fields(sorted(uids))
+
+    def headers_of(self, folder: str, uids: Sequence[int]) -> dict[int, bytes]:
+        self.select(folder)
         return self._header_fields(sorted(uids))
 
     def _header_fields(self, uids: list[int]) -> dict[int, bytes]:

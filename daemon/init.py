@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from nextround.classifier.persist import private_directory
 from nextround.daemon.config import parse_config
 from nextround.daemon.errors import ConfigError, NextroundError, UsageError
 
@@ -94,7 +95,7 @@ def write_config(
         parse_config(tomllib.loads(text), path)
     except ConfigError as error:
         raise UsageError(str(error).replace(f"{path}: ", "")) from None
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_directory(path.parent)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(text)

@@ -1,11 +1,13 @@
 """The application lifecycle: every state, every transition, in this one place.
 
 new -> drafted | needs_contact           the feedback request is in Drafts
+new -> requested                         the user had asked already, by hand
 drafted | needs_contact -> requested     the user sent it (a sent copy was seen)
 drafted | needs_contact -> skipped       the draft vanished and nothing was sent
 drafted | needs_contact -> stale         not sent within [lifecycle] send_within
 stale -> requested                       sent after all
 requested -> followed_up                 no reply after [lifecycle] follow_up_after
+requested -> closed                      the same, when the mail said it gives no feedback
 requested | followed_up -> replied       a reply arrived (one thank-you is drafted)
 followed_up -> closed                    no reply [lifecycle] close_after after the follow-up
 any open state -> skipped | closed       the user said so (`nextround skip` / `close`)
@@ -73,6 +75,7 @@ AWAITING_SEND = frozenset({State.DRAFTED, State.NEEDS_CONTACT, State.STALE})
 TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.NEW, Event.REQUEST_DRAFTED): (State.DRAFTED, Draft.NOTHING),
     (State.NEW, Event.REQUEST_DRAFTED_NO_CONTACT): (State.NEEDS_CONTACT, Draft.NOTHING),
+    (State.NEW, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
     (State.DRAFTED, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
     (State.NEEDS_CONTACT, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
     (State.STALE, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
@@ -82,6 +85,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.DRAFTED, Event.SEND_DEADLINE_PASSED): (State.STALE, Draft.NOTHING),
     (State.NEEDS_CONTACT, Event.SEND_DEADLINE_PASSED): (State.STALE, Draft.NOTHING),
     (State.REQUESTED, Event.FOLLOW_UP_DUE): (State.FOLLOWED_UP, Draft.FOLLOW_UP),
+    (State.REQUESTED, Event.CLOSE_DUE): (State.CLOSED, Draft.NOTHING),
     (State.FOLLOWED_UP, Event.FOLLOW_UP_SENT): (State.FOLLOWED_UP, Draft.NOTHING),
     (State.FOLLOWED_UP, Event.FOLLOW_UP_DRAFT_GONE): (State.CLOSED, Draft.NOTHING),
     (State.FOLLOWED_UP, Event.CLOSE_DUE): (State.CLOSED, Draft.NOTHING),
@@ -120,6 +124,9 @@ class Clock:
     request_sent_at: datetime | None
     follow_up_drafted_at: datetime | None
     follow_up_sent_at: datetime | None
+    # False when the rejection said it gives no individual feedback: the request then told
+    # them no reply is needed, and a follow-up would press for one anyway.
+    follow_up: bool = True
 
 
 def due_event(state: State, clock: Clock, timing: Timing, now: datetime) -> Event | None:
@@ -135,7 +142,8 @@ def next_due(state: State, clock: Clock, timing: Timing) -> tuple[Event, datetim
     if state in (State.DRAFTED, State.NEEDS_CONTACT) and clock.request_drafted_at:
         return Event.SEND_DEADLINE_PASSED, clock.request_drafted_at + timing.send_within
     if state is State.REQUESTED and clock.request_sent_at:
-        return Event.FOLLOW_UP_DUE, clock.request_sent_at + timing.follow_up_after
+        event = Event.FOLLOW_UP_DUE if clock.follow_up else Event.CLOSE_DUE
+        return event, clock.request_sent_at + timing.follow_up_after
     if state is State.FOLLOWED_UP:
         start = clock.follow_up_sent_at or clock.follow_up_drafted_at
         if start:
@@ -159,4 +167,7 @@ NEXT_ACTION = {
 def next_action(state: State, clock: Clock, timing: Timing) -> tuple[str, datetime | None]:
     """For `status`: what happens next and when (None: waits for the user or nothing)."""
     due = next_due(state, clock, timing)
-    return NEXT_ACTION[state], due[1] if due else None
+    action = NEXT_ACTION[state]
+    if state is State.REQUESTED and not clock.follow_up:
+        action = "close if no reply (no follow-up: they give no feedback)"
+    return action, due[1] if due else None

@@ -39,13 +39,16 @@ from nextround.daemon.errors import ConfigError, MailboxError, NextroundError
 from nextround.daemon.imap import ImapMailbox, connect
 from nextround.daemon.notify import Notifier
 from nextround.daemon.session import Session, open_session
-from nextround.daemon.store import Store
+from nextround.daemon.store import Store, cycle_lock
 from nextround.daemon.training import ModelSettings, get_model
 
 logger = logging.getLogger(__name__)
 
 StopCheck = Callable[[], bool]
 JOB_ID = "cycle"
+# How long a cycle waits for one already running on the same state (`nextround once` run by
+# hand) before it fails and is retried with backoff.
+CYCLE_LOCK_WAIT = 60.0
 # RFC 2177 asks clients to renew IDLE before 29 minutes; some servers and NATs cut sooner.
 IDLE_RENEW = timedelta(minutes=10)
 # How long one wait inside IDLE lasts: bounds how late a stop or a watchdog ping can be.
@@ -165,6 +168,11 @@ class Runner:
         # another follows it at once (a trigger during a run would be coalesced away).
         self.wanted = threading.Event()
         self.cycle_backoff = Backoff(config.schedule.backoff_cap)
+        # APScheduler's shutdown holds its job store while it waits for the cycle in hand,
+        # and that cycle asking the job store for its next run would wait for ever: once
+        # `closing` is set (under this lock), nothing asks.
+        self.scheduling = threading.Lock()
+        self.closing = False
         self.cycle_state = StateLog(f"mailbox {config.imap.host}")
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -191,6 +199,8 @@ class Runner:
                     self.feed_watchdog()
                     time.sleep(1.0)
         finally:
+            with self.scheduling:
+                self.closing = True
             # Waits for the cycle in hand; it stops at its next commit (stopping.check).
             self.scheduler.shutdown(wait=True)
             if self.session is not None:
@@ -213,9 +223,10 @@ class Runner:
                     self.health.ready = True
                     self.notifier.ready(f"logged in to {self.config.imap.host}")
                     logger.info("ready: logged in to %s", self.config.imap.host)
-            report = self.engine.poll_once(
-                self.session.mailbox, self.store, self.session.folders, datetime.now(UTC)
-            )
+            with cycle_lock(self.config.database_path, CYCLE_LOCK_WAIT):
+                report = self.engine.poll_once(
+                    self.session.mailbox, self.store, self.session.folders, datetime.now(UTC)
+                )
             summary = f"last cycle {datetime.now(UTC):%H:%M} UTC: {report.summary()}"
             self.health.last_summary = summary
             self.notifier.status(summary)
@@ -248,9 +259,12 @@ class Runner:
         self.run_cycle_at(datetime.now(UTC) + timedelta(seconds=delay))
 
     def run_cycle_at(self, when: datetime) -> None:
-        job = self.scheduler.get_job(JOB_ID)
-        if job is not None and not stopping.STOP.is_set():
-            job.modify(next_run_time=when)
+        with self.scheduling:
+            if self.closing or stopping.STOP.is_set():
+                return
+            job = self.scheduler.get_job(JOB_ID)
+            if job is not None:
+                job.modify(next_run_time=when)
 
     def run_cycle_now(self) -> None:
         self.wanted.set()
@@ -289,6 +303,10 @@ class IdleWatcher:
                     self.wait(self.backoff.next_delay(), should_stop)
                 except NextroundError as error:  # a password command failing, for example
                     self.state.failed(error)
+                    self.drop()
+                    self.wait(self.backoff.next_delay(), should_stop)
+                except Exception:  # a bug must not end IDLE for good: log it, retry later
+                    logger.exception("IDLE failed unexpectedly; retrying with backoff")
                     self.drop()
                     self.wait(self.backoff.next_delay(), should_stop)
         finally:

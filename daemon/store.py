@@ -7,11 +7,13 @@ that follows it are committed together or not at all.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from nextround.classifier.message import Address, Message
+from nextround.classifier.persist import private_directory
 from nextround.classifier.verdict import Analysis
-from nextround.daemon.errors import StorageError
+from nextround.daemon.errors import BusyError, ConstraintError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +71,41 @@ def migrations() -> list[tuple[int, str, str]]:
 def storage_errors(doing: str) -> Iterator[None]:
     try:
         yield
+    except sqlite3.IntegrityError as error:
+        raise ConstraintError(f"state database: {doing}: {error}") from None
     except sqlite3.Error as error:
         raise StorageError(f"state database: {doing}: {error}") from None
     except OSError as error:
         raise StorageError(f"state database: {doing}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def cycle_lock(database: Path, wait: float) -> Iterator[None]:
+    """Held for a whole cycle: two cycles on one state at once (the service, and `nextround
+    once` run by hand) would each write the same draft. An flock on a file beside the
+    database, which the kernel releases when the process ends: a crash never leaves it
+    held. Waits up to `wait` seconds for another cycle to end, then raises BusyError."""
+    path = database.with_name(database.name + ".lock")
+    with storage_errors(f"opening {path}"):
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BusyError(
+                        f"another nextround cycle is running on {database} (the service, or "
+                        "`nextround once`); try again when it has finished"
+                    ) from None
+                time.sleep(0.1)
+            except OSError as error:
+                raise StorageError(f"state database: locking {path}: {error}") from None
+        yield
+    finally:
+        os.close(descriptor)  # and the lock with it
 
 
 class Store:
@@ -282,6 +316,22 @@ class Store:
             )
             self.connection.executemany(_REMEMBER_CONTACT, contacts)
 
+    def sent_answer(self, message_id: str) -> tuple[str, datetime | None] | None:
+        """The first sent copy recorded that answers `message_id` (its In-Reply-To or
+        References name it): its Message-ID and date."""
+        with storage_errors("looking for a sent answer"):
+            row = self.connection.execute(
+                "SELECT m.message_id, m.sent_at FROM messages m JOIN folders f "
+                "ON f.name = m.folder WHERE f.role = 'sent' AND m.status = 'parsed' AND ("
+                "instr(' ' || m.in_reply_to || ' ', ' ' || ?1 || ' ') > 0 "
+                "OR instr(' ' || m.refs || ' ', ' ' || ?1 || ' ') > 0) "
+                "ORDER BY m.sent_at, m.id LIMIT 1",
+                (message_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return row[0], datetime.fromisoformat(row[1]) if row[1] else None
+
     def save_analysis(self, row_id: int, analysis: Analysis) -> None:
         with storage_errors("recording a classification"):
             self.connection.execute(
@@ -347,11 +397,8 @@ class Store:
 
 
 def _prepare_files(path: Path) -> None:
-    """Directory 0700 when we create it; the database file 0600 before SQLite opens it."""
-    directory = path.parent
-    if not directory.exists():
-        directory.mkdir(parents=True, mode=0o700)
-        directory.chmod(0o700)
+    """Directories 0700 when we create them; the database file 0600 before SQLite opens it."""
+    private_directory(path.parent)
     if not path.exists():
         descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(descriptor)

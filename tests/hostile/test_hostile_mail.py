@@ -72,7 +72,7 @@ from hypothesis import strategies as st
 from support import INTERVIEW_REJECTION
 
 from nextround.classifier.extract import extract_company, extract_role
-from nextround.classifier.message import Address, Message
+from nextround.classifier.message import Address, Message, safe_message_id
 from nextround.classifier.text import MAX_TEXT_CHARS
 from nextround.daemon.drafts import (
     DraftSpec,
@@ -348,13 +348,15 @@ def draft_checked(message: Message) -> Drafted:
     finally:
         result.seconds = time.perf_counter() - started
     result.raw = raw
-    result.problems.extend(draft_header_problems(raw, has_to=spec.to is not None))
+    has_to, threaded = spec.to is not None, bool(safe_message_id(spec.answers))
+    result.problems.extend(draft_header_problems(raw, has_to=has_to, threaded=threaded))
     result.problems.extend(template_problems(message, spec, raw))
     return result
 
 
-def draft_header_problems(raw: bytes, *, has_to: bool) -> list[Problem]:
-    """Only our headers, each once, on clean CRLF lines of printable ASCII."""
+def draft_header_problems(raw: bytes, *, has_to: bool, threaded: bool = True) -> list[Problem]:
+    """Only our headers, each once, on clean CRLF lines of printable ASCII. Not `threaded`
+    (the id answered is one no header may carry): no In-Reply-To or References at all."""
     problems = []
     head, separator, _ = raw.partition(b"\r\n\r\n")
     if not separator:
@@ -379,6 +381,8 @@ def draft_header_problems(raw: bytes, *, has_to: bool) -> list[Problem]:
         problems.append(Problem("the draft has a Bcc or Cc header"))
     expected = dict.fromkeys(allowed, 1)  # every draft answers a message: In-Reply-To too
     expected["to"] = 1 if has_to else 0
+    if not threaded:
+        expected["in-reply-to"] = expected["references"] = 0
     for name, count in expected.items():
         if counts[name] != count:
             problems.append(Problem(f"header {name!r} appears {counts[name]} times, not {count}"))
@@ -625,7 +629,9 @@ FIDELITY: list[tuple[str, Check, str | None]] = [
         _sender_is("hr@acme.example", "x@evil.example>, Evil <y@evil.example"),
         None,
     ),
-    ("message-id-with-encoded-word-opener", _draft_answers_its_id, None),
+    # An encoded-word in an id is dropped, threading and all: the email package decodes one
+    # there when it writes the header, and one hidden in another decodes into a line break.
+    ("message-id-with-encoded-word-opener", lambda m, d: "In-Reply-To" not in d, None),
     ("injection-rejection", _draft_answers_its_id, None),
 ]
 

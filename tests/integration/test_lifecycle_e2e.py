@@ -506,3 +506,222 @@ def test_a_second_no_reply_rejection_in_the_same_gmail_conversation_opens_its_ow
     rows = sorted(world.status(), key=lambda row: int(row["id"]))
     assert [row["state"] for row in rows] == ["requested", "needs_contact"]
     assert [row["role"] for row in rows] == ["Data Engineer", "Product Designer"]
+
+
+# -- What review found (session 9): sequences the guide answers otherwise ------------------
+
+
+def send_request(world: World, *, to: str | None = None) -> str:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1), to=to)
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+    return sent_id
+
+
+def test_follow_up_goes_to_the_recipient_the_user_chose_for_a_needs_contact_request(
+    world: World,
+) -> None:
+    """No human in the rejection: the user adds hr.lead@... and sends. A week later the
+    follow-up must answer that person, not be a recipient-less draft claiming that 'no human
+    contact was found'."""
+    world.deliver(
+        "Halden Foods <donotreply@myworkday.com>",
+        "Your application to Halden Foods",
+        "Dear Alex,\n\nThank you for interviewing for the Supply Chain Analyst position at "
+        "Halden Foods. After careful consideration we regret to inform you that we will not "
+        "be progressing your application further. We wish you every success.\n\n"
+        "Halden Foods Talent Acquisition\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    world.client.send_draft(uid, T0 + timedelta(hours=1), to="Hana Lee <hr.lead@haldenfoods.com>")
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+
+    world.once(T0 + timedelta(days=8))
+    assert world.status()[0]["state"] == "followed_up"
+    _, follow_up = world.only_draft()
+    body = follow_up.get_content()
+    assert follow_up["To"] is not None and "hr.lead@haldenfoods.com" in str(follow_up["To"]), (
+        f"follow-up To={follow_up['To']!r}; body starts {body[:120]!r}"
+    )
+
+
+def test_follow_up_goes_to_the_recipient_the_user_replaced(world: World) -> None:
+    """The user readdresses the request draft (to the recruiter's manager) and sends it: the
+    one follow-up must go to the person who actually got the request."""
+    send_request(world, to="Sam Ortiz <sam.ortiz@brightloom.io>")
+    world.once(T0 + timedelta(days=8))
+    _, follow_up = world.only_draft()
+    assert "sam.ortiz@brightloom.io" in str(follow_up["To"]), f"To={follow_up['To']!r}"
+
+
+def test_thank_you_to_a_reply_relayed_by_an_ats_goes_to_its_reply_to(world: World) -> None:
+    """The recruiter answers from the ATS: From is the ATS's no-reply address, Reply-To is
+    the recruiter. ETIQUETTE: 'Never a no-reply address.'"""
+    sent_id = send_request(world)
+    reply_at = T0 + timedelta(days=2)
+    world.deliver(
+        "Priya Raman <no-reply@us.greenhouse-mail.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Alex,\n\nHappy to share a couple of thoughts: more depth on streaming systems "
+        "would have helped.\n\nPriya\n",
+        reply_at,
+        in_reply_to=sent_id,
+        Reply_To="Priya Raman <priya.raman@brightloom.io>",
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    assert world.status()[0]["state"] == "replied"
+    _, thanks = world.only_draft()
+    assert "no-reply" not in str(thanks["To"]), f"thank-you To={thanks['To']!r}"
+
+
+def test_no_follow_up_pressing_for_advice_after_a_no_feedback_note(world: World) -> None:
+    """The company says it gives no individual feedback; the request (application stage,
+    soft note) tells them 'there is no need to reply'. ETIQUETTE: after an application-stage
+    rejection a soft note fits; make it easy to decline, no pressure. A follow-up a week
+    later asking 'for a line or two of advice' contradicts both the guide and the user's own
+    note."""
+    world.deliver(
+        "Marta Klein <marta.klein@solventstudio.de>",
+        "Your application: Junior Motion Designer",
+        "Hi Alex,\n\nThank you for your application for the Junior Motion Designer role at "
+        "Solvent Studio. After reviewing your application, we have decided not to invite you "
+        "to an interview. Due to the number of applications we receive, we are unable to "
+        "provide individual feedback.\n\nWe wish you all the best.\n\nMarta Klein\n"
+        "Talent Acquisition, Solvent Studio\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    uid, request = world.only_draft()
+    request_body = request.get_content()
+    row = world.status()[0]
+    assert row["stage"] == "application", row
+    assert "no need to reply" in request_body, request_body
+    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=8))
+    # No follow-up pressing for what they said they do not give: closed, nothing drafted.
+    assert world.client.drafts() == {}
+    assert world.status()[0]["state"] == "closed"
+
+
+def test_precedence_junk_vacation_notice_is_not_the_reply(world: World) -> None:
+    """vacation(1)-style responders mark their notice 'Precedence: junk' (or bulk) and keep
+    the subject; it is no reply, and must neither draft a thank-you nor cancel the
+    follow-up."""
+    sent_id = send_request(world)
+    world.deliver(
+        *INTERVIEW_REJECTION[:1],
+        "Re: Your application for Senior Data Engineer",
+        "I am travelling until 20 November with limited access to email. For urgent matters "
+        "please contact talent@brightloom.io.\n",
+        T0 + timedelta(hours=3),
+        in_reply_to=sent_id,
+        Precedence="junk",
+    )
+    world.once(T0 + timedelta(hours=4))
+    row = world.status()[0]
+    assert row["state"] == "requested", f"the vacation notice made it {row['state']}"
+
+
+def test_rejection_already_answered_by_hand_during_downtime_gets_no_second_request(
+    world: World,
+) -> None:
+    """The laptop is off over the weekend. Saturday: the rejection arrives and the user
+    answers it by hand from their phone (the sent copy is in Sent, In-Reply-To the
+    rejection). Monday nextround starts: it syncs Sent first (no application yet, so the
+    sent copy is dropped), then INBOX opens the application and drafts a feedback request
+    the user already sent. ETIQUETTE: only one request, one follow-up."""
+    world.once(T0 - timedelta(days=1))  # a normal cycle before the downtime
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    raw, _ = mail(
+        f"Alex Doe <{world.user.username}>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nThank you for letting me know. Could you share one or two things I "
+        "could work on for a role like this?\n\nBest,\nAlex\n",
+        T0 + timedelta(hours=2),
+        in_reply_to=rejection_id,
+    )
+    raw = raw.replace(b"To: Alex Doe <{user}>", b"To: Priya Raman <priya.raman@brightloom.io>")
+    world.user.append("Sent", raw, flags=["\\Seen"], date=T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=2))
+    drafts = world.client.drafts()
+    rows = world.status()
+    assert rows[0]["state"] == "requested", rows
+    assert drafts == {}, (
+        f"state {rows[0]['state']}: drafted "
+        f"{[str(d['X-Nextround-Application']) for d in drafts.values()]}"
+    )
+
+
+def test_first_start_does_not_draft_a_request_for_a_rejection_weeks_old(world: World) -> None:
+    """The first run reads back 30 days. ETIQUETTE: ask 'promptly: within about 24 hours of
+    the rejection arriving'. A request drafted 25 days after the rejection (and then a
+    follow-up) is not what the guide describes."""
+    world.deliver(*INTERVIEW_REJECTION, when=T0 - timedelta(days=25))
+    world.once(T0)
+    assert world.client.drafts() == {}
+    row = world.status()[0]
+    assert row["state"] == "skipped", row
+
+
+def test_thank_you_references_keep_the_chain_when_the_reply_has_no_references(
+    world: World,
+) -> None:
+    """RFC 5322 3.6.4: with no References in the parent, the reply's References are the
+    parent's In-Reply-To followed by the parent's Message-ID."""
+    sent_id = send_request(world)
+    reply = EmailMessage()
+    reply["From"] = INTERVIEW_REJECTION[0]
+    reply["To"] = f"Alex Doe <{world.user.username}>"
+    reply["Subject"] = "Re: Your application for Senior Data Engineer"
+    reply_at = T0 + timedelta(days=2)
+    reply["Date"] = format_datetime(reply_at)
+    reply_id = make_msgid(domain="sender.example")
+    reply["Message-ID"] = reply_id
+    reply["In-Reply-To"] = sent_id
+    reply.set_content("Hi Alex,\n\nMore depth on streaming systems would help.\n\nPriya\n")
+    world.client.deliver(reply.as_bytes(), reply_at)
+    world.once(reply_at + timedelta(minutes=5))
+    _, thanks = world.only_draft()
+    assert thanks["In-Reply-To"] == reply_id
+    assert sent_id in str(thanks["References"]), f"References: {thanks['References']}"
+
+
+def test_reply_already_thanked_by_hand_during_downtime_gets_no_thank_you_draft(
+    world: World,
+) -> None:
+    """Daemon down from day 1 to day 4. Day 2 the recruiter answers; the user thanks her by
+    hand the same evening. On restart Sent is synced first (the application is `requested`,
+    which on_sent does not look at), then INBOX: the reply drafts a second thank-you."""
+    sent_id = send_request(world)
+    reply_at = T0 + timedelta(days=2)
+    reply_id = world.deliver(
+        *INTERVIEW_REJECTION[:1],
+        "Re: Your application for Senior Data Engineer",
+        "Hi Alex,\n\nHappy to share a few thoughts: more depth on streaming systems.\n\nPriya\n",
+        reply_at,
+        in_reply_to=sent_id,
+    )
+    raw, _ = mail(
+        f"Alex Doe <{world.user.username}>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nThank you so much, that is really helpful.\n\nAlex\n",
+        reply_at + timedelta(hours=5),
+        in_reply_to=reply_id,
+        references=f"{sent_id} {reply_id}",
+    )
+    raw = raw.replace(b"To: Alex Doe <{user}>", b"To: Priya Raman <priya.raman@brightloom.io>")
+    world.user.append("Sent", raw, flags=["\\Seen"], date=reply_at + timedelta(hours=5))
+    world.once(T0 + timedelta(days=4))
+    drafts = world.client.drafts()
+    assert world.status()[0]["state"] == "replied"
+    assert drafts == {}, (
+        f"state {world.status()[0]['state']}: drafted "
+        f"{[str(d['X-Nextround-Application']) for d in drafts.values()]}"
+    )

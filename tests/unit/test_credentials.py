@@ -61,8 +61,8 @@ def test_credentials_directory_then_environment(tmp_path: Path) -> None:
     ("config", "message"),
     [
         ({}, "no IMAP password"),
-        ({"password_file": "/nonexistent/pw"}, "no such file"),
-        ({"password_command": "/nonexistent/helper"}, "command not found"),
+        ({"password_file": "/nonexistent/pw"}, "the file it names does not exist"),
+        ({"password_command": "/nonexistent/helper"}, "names no program found"),
         ({"password_command": "'unbalanced"}, "cannot split"),
     ],
 )

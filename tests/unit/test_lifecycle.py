@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,6 +26,7 @@ S, E, D = State, Event, Draft
 TABLE = [
     (S.NEW, E.REQUEST_DRAFTED, S.DRAFTED, D.NOTHING),
     (S.NEW, E.REQUEST_DRAFTED_NO_CONTACT, S.NEEDS_CONTACT, D.NOTHING),
+    (S.NEW, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),  # answered by hand before we saw it
     (S.DRAFTED, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
     (S.NEEDS_CONTACT, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
     (S.STALE, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
@@ -34,6 +36,7 @@ TABLE = [
     (S.DRAFTED, E.SEND_DEADLINE_PASSED, S.STALE, D.NOTHING),
     (S.NEEDS_CONTACT, E.SEND_DEADLINE_PASSED, S.STALE, D.NOTHING),
     (S.REQUESTED, E.FOLLOW_UP_DUE, S.FOLLOWED_UP, D.FOLLOW_UP),
+    (S.REQUESTED, E.CLOSE_DUE, S.CLOSED, D.NOTHING),  # they give no feedback: no follow-up
     (S.FOLLOWED_UP, E.FOLLOW_UP_SENT, S.FOLLOWED_UP, D.NOTHING),
     (S.FOLLOWED_UP, E.FOLLOW_UP_DRAFT_GONE, S.CLOSED, D.NOTHING),
     (S.FOLLOWED_UP, E.CLOSE_DUE, S.CLOSED, D.NOTHING),
@@ -67,7 +70,7 @@ def test_terminal_states_accept_nothing(state: State, event: Event) -> None:
         (S.REQUESTED, E.REQUEST_SENT),  # sent twice
         (S.DRAFTED, E.FOLLOW_UP_DUE),
         (S.STALE, E.FOLLOW_UP_DUE),  # never sent: never followed up
-        (S.REQUESTED, E.CLOSE_DUE),
+        (S.DRAFTED, E.CLOSE_DUE),
     ],
 )
 def test_events_that_do_not_apply(state: State, event: Event) -> None:
@@ -80,14 +83,12 @@ TIMING = Timing(timedelta(days=7), timedelta(days=7), timedelta(days=3))
 
 
 def clock(**moments: datetime) -> Clock:
-    values: dict[str, datetime | None] = {
-        "request_drafted_at": None,
-        "request_sent_at": None,
-        "follow_up_drafted_at": None,
-        "follow_up_sent_at": None,
-    }
-    values.update(moments)
-    return Clock(**values)
+    return Clock(
+        request_drafted_at=moments.get("request_drafted_at"),
+        request_sent_at=moments.get("request_sent_at"),
+        follow_up_drafted_at=moments.get("follow_up_drafted_at"),
+        follow_up_sent_at=moments.get("follow_up_sent_at"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,3 +128,12 @@ def test_next_action_for_status() -> None:
     assert action == "draft a follow-up if no reply"
     assert when == T0 + timedelta(days=7)
     assert next_action(S.CLOSED, clock(), TIMING) == ("none", None)
+
+
+def test_no_follow_up_after_a_mail_that_said_it_gives_no_feedback() -> None:
+    """The request told them no reply is needed: a week of silence closes it instead."""
+    quiet = dataclasses.replace(clock(request_sent_at=T0), follow_up=False)
+    assert due_event(S.REQUESTED, quiet, TIMING, T0 + timedelta(days=6)) is None
+    assert due_event(S.REQUESTED, quiet, TIMING, T0 + timedelta(days=7)) is E.CLOSE_DUE
+    action, when = next_action(S.REQUESTED, quiet, TIMING)
+    assert action.startswith("close if no reply") and when == T0 + timedelta(days=7)

@@ -1,0 +1,247 @@
+"""Copies, races and lost writes: sequences that could lose a rejection or draft twice, each
+driven through real cycles against Dovecot, in process (found by review in session 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dovecot import MailUser
+from support import INTERVIEW_REJECTION, ConfigWriter, run_cli
+
+from nextround.daemon import applications as apps
+from nextround.daemon.commands import model_settings
+from nextround.daemon.config import load_config
+from nextround.daemon.engine import CycleReport, Engine
+from nextround.daemon.errors import BusyError, ConnectError
+from nextround.daemon.session import open_session
+from nextround.daemon.store import Store, cycle_lock
+from nextround.daemon.training import get_model
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+OTHER_REJECTION = (
+    "Tomasz Nowak <tomasz.nowak@kestrelpay.com>",
+    "Your application for Product Designer",
+    "Hi Alex,\n\nThank you for interviewing for the Product Designer position at Kestrel Pay. "
+    "After careful review, we have decided not to move forward with your candidacy at this "
+    "time. We appreciate the time you invested in our process and wish you success in your "
+    "search.\n\nBest,\nTomasz Nowak\nRecruiter, Kestrel Pay\n",
+)
+
+
+def mail(
+    user: MailUser, sender: str, subject: str, body: str, when: datetime, **headers: str
+) -> tuple[bytes, str]:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = f"Alex Doe <{user.username}>"
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when)
+    message_id = make_msgid(domain="sender.example")
+    message["Message-ID"] = message_id
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(body)
+    return message.as_bytes(), message_id
+
+
+class World:
+    def __init__(self, user: MailUser, config: Path) -> None:
+        self.user = user
+        self.config = load_config(config)
+        self.model = get_model(model_settings(self.config))
+        self.engine = Engine(self.config, self.model)
+
+    def cycle(self, now: datetime, wrap: Callable[[Any], Any] | None = None) -> CycleReport:
+        session = open_session(self.config)
+        store = Store.open(self.config.database_path)
+        try:
+            mailbox = wrap(session.mailbox) if wrap else session.mailbox
+            return self.engine.poll_once(mailbox, store, session.folders, now)
+        finally:
+            store.close()
+            session.close()
+
+    def applications(self) -> list[apps.Application]:
+        store = Store.open(self.config.database_path)
+        try:
+            return apps.all_applications(store)
+        finally:
+            store.close()
+
+    def drafts(self) -> dict[int, bytes]:
+        return self.user.fetch_raw("Drafts")
+
+
+@pytest.fixture
+def world(mailbox_user: MailUser, write_config: ConfigWriter) -> Iterator[World]:
+    yield World(mailbox_user, write_config(mailbox_user))
+
+
+def test_the_same_rejection_back_in_inbox_after_60_days_blocks_every_later_cycle(
+    world: World,
+) -> None:
+    """The user archives a rejection and, two months later, moves it back to INBOX (a new
+    UID, the same Message-ID). No application of that company was opened in the last 60 days,
+    so on_inbox opens a second one with the same rejection_message_id: UNIQUE fails, a
+    StorageError, which the sync re-raises ("fetched again") -- at every cycle, forever.
+    Nothing after it in INBOX is ever read, no draft is ever written again."""
+    raw, _ = mail(world.user, *INTERVIEW_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    world.cycle(T0 + timedelta(minutes=5))
+    assert len(world.applications()) == 1 and len(world.drafts()) == 1
+
+    later = T0 + timedelta(days=70)
+    world.user.append("INBOX", raw, date=later)  # the same message, back in INBOX
+    other, _ = mail(world.user, *OTHER_REJECTION, when=later)
+    world.user.append("INBOX", other, date=later)
+
+    failures = []
+    for minutes in (5, 10, 15):
+        try:
+            world.cycle(later + timedelta(minutes=minutes))
+        except Exception as error:
+            failures.append(f"{type(error).__name__}: {error}")
+    assert failures == [], failures
+    companies = sorted(app.company or "" for app in world.applications())
+    assert companies == ["Brightloom", "Kestrel Pay"], companies
+
+
+class AppendCut:
+    """The mailbox, with the connection cut while an APPEND's literal is on its way: the
+    server never stores the message, and the client sees a lost connection."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def append(self, folder: str, raw: bytes, flags: Any, when: datetime) -> int | None:
+        raise ConnectError("127.0.0.1: connection lost while saving a message to Drafts")
+
+
+def test_an_append_that_never_reached_the_server_is_taken_as_written_once_drafts_moves_on(
+    world: World,
+) -> None:
+    """The APPEND of a request draft is cut before the server stored it (pending_* were
+    committed first). Before the next cycle, the user's mail client autosaves an unrelated
+    draft of theirs in Drafts, so Drafts' UIDNEXT moved: `recover` concludes "ours, which the
+    user has deleted", records the request as drafted though nothing was ever written, and
+    after VANISH_GRACE check_drafts marks it skipped. The rejection is never drafted for."""
+    raw, rejection_id = mail(world.user, *INTERVIEW_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    with pytest.raises(ConnectError):
+        world.cycle(T0 + timedelta(minutes=5), wrap=AppendCut)
+    assert world.drafts() == {}
+
+    note = EmailMessage()
+    note["From"] = f"Alex Doe <{world.user.username}>"
+    note["To"] = "friend@example.com"
+    note["Subject"] = "Dinner on Friday?"
+    note.set_content("Are you free on Friday?\n")
+    world.user.append("Drafts", note.as_bytes(), flags=["\\Draft"], date=T0)
+
+    for minutes in (10, 30, 50):
+        world.cycle(T0 + timedelta(minutes=minutes))
+    requests = [body for body in world.drafts().values() if rejection_id.encode() in body]
+    [app] = world.applications()
+    assert len(requests) == 1, f"no request draft ever written; application is {app.state}"
+
+
+NAMELESS_REJECTION = (
+    "Recruiting <no-reply@us.greenhouse-mail.io>",
+    "Your application",
+    "Hi Alex,\n\nThank you for your interest and for the time you invested in applying. "
+    "After careful review, we have decided not to move forward with your application at "
+    "this time. We wish you success in your search.\n\nThe Recruiting Team\n",
+)
+
+
+def test_a_rejection_delivered_twice_blocks_the_first_sync(world: World) -> None:
+    """The same rejection twice in INBOX (delivered twice: the user was in To and in a
+    list, or a copy was filed back), from an ATS that names no company. The first copy opens
+    an application; for the second, no application of the same company can be found (the
+    key is empty), so it opens another with the same rejection_message_id: UNIQUE fails,
+    StorageError, and the sync stops there at every cycle; no draft is ever written, nothing
+    later in INBOX is read."""
+    raw, _ = mail(world.user, *NAMELESS_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    world.user.append("INBOX", raw, date=T0 + timedelta(minutes=1))
+    other, _ = mail(world.user, *OTHER_REJECTION, when=T0 + timedelta(minutes=2))
+    world.user.append("INBOX", other, date=T0 + timedelta(minutes=2))
+    failures = []
+    for minutes in (5, 10):
+        try:
+            world.cycle(T0 + timedelta(minutes=minutes))
+        except Exception as error:
+            failures.append(f"{type(error).__name__}: {error}")
+    assert failures == [], failures
+    assert len(world.applications()) == 2
+    assert len(world.drafts()) == 2
+
+
+def test_a_request_the_user_sent_before_the_cycle_saw_the_rejection_is_drafted_again(
+    world: World,
+) -> None:
+    """The rejection arrives, and within the poll interval (or before nextround's first
+    sync) the user answers it from their phone asking for feedback. The cycle syncs Sent
+    first: the sent copy answers no application yet, so on_sent ignores it, and it is never
+    looked at again. Then INBOX opens the application and a second feedback request is
+    drafted (and the recruiter's answer to the user's own request is not taken as a reply:
+    the application waits in `drafted`)."""
+    raw, rejection_id = mail(world.user, *INTERVIEW_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    sent = EmailMessage()
+    sent["From"] = f"Alex Doe <{world.user.username}>"
+    sent["To"] = INTERVIEW_REJECTION[0]
+    sent["Subject"] = "Re: " + INTERVIEW_REJECTION[1]
+    sent["Date"] = format_datetime(T0 + timedelta(minutes=2))
+    sent_id = make_msgid(domain="phone.example")
+    sent["Message-ID"] = sent_id
+    sent["In-Reply-To"] = rejection_id
+    sent["References"] = rejection_id
+    sent.set_content("Hi Priya,\n\nThanks for letting me know. Would you share any feedback?\n")
+    world.user.append("Sent", sent.as_bytes(), flags=["\\Seen"], date=T0 + timedelta(minutes=2))
+
+    world.cycle(T0 + timedelta(minutes=5))
+    [app] = world.applications()
+    assert (app.state, app.request_sent_message_id, world.drafts()) == ("requested", sent_id, {})
+
+
+def test_a_cycle_waits_for_the_one_running_and_never_runs_beside_it(world: World) -> None:
+    """`nextround once` run by hand while the service's cycle runs would write the same
+    request twice (both see it owed before either has written it). Cycles on one state take
+    turns: while one holds the state, `once` waits `--wait` seconds and then gives up."""
+    raw, _ = mail(world.user, *INTERVIEW_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    config = str(world.config.path)
+    now = (T0 + timedelta(minutes=5)).isoformat()
+    with cycle_lock(world.config.database_path, wait=0):  # the service's cycle, running
+        busy = run_cli("-c", config, "once", "--now", now, "--wait", "0")
+        dry = run_cli("-c", config, "once", "--now", now, "--dry-run")
+    assert busy.code == 1 and "another nextround cycle is running" in busy.err, busy.err
+    assert world.drafts() == {}  # it wrote nothing
+    assert dry.code == 0 and "would draft" in dry.out  # a dry run minds no other cycle
+    done = run_cli("-c", config, "once", "--now", now, "--wait", "0")
+    assert done.code == 0, done.err
+    assert len(world.drafts()) == 1
+
+
+def test_the_cycle_lock_is_one_holder_at_a_time_and_private(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    with (
+        cycle_lock(database, wait=0),
+        pytest.raises(BusyError, match="another nextround cycle is running"),
+        cycle_lock(database, wait=0),
+    ):
+        pass
+    with cycle_lock(database, wait=0):  # released with the first holder
+        pass
+    assert (tmp_path / "state.db.lock").stat().st_mode & 0o777 == 0o600
