@@ -358,6 +358,8 @@ class Engine:
             person = message.from_ is not None and is_human_address(message.from_)
             in_conversation = apps.by_thread(store, [message.conversation]) if person else []
             related = [app for app in in_conversation if app.state in REPLY_STATES]
+        if not related and not keys:
+            related = self._unthreaded_reply_to(store, message)
         for app in related:
             if app.state in REPLY_STATES and not from_user and not is_auto_reply(message):
                 self.event(
@@ -396,6 +398,15 @@ class Engine:
             if message.conversation:
                 apps.add_to_thread(store, earlier, [message.conversation], now)
             logger.info("%s: same application as #%d", message.message_id, earlier.id)
+            contact = self._contact(store, message, analysis.reply_to)
+            if contact is not None and not earlier.contact_email and plain_address(contact.email):
+                # The recruiter's own note after the ATS's no-reply one: now there is someone
+                # to write to. A request already drafted to nobody is not drafted again (the
+                # user adds them; `status` shows whom); the follow-up and thank-you use them.
+                apps.update(
+                    store, earlier.id, now, contact_email=contact.email, contact_name=contact.name
+                )
+                self._note(f"#{earlier.id}: contact found: {contact}")
             return
         self.open(store, message, analysis, now)
 
@@ -437,6 +448,23 @@ class Engine:
             # or this is its first run): their own request stands, and no draft is owed.
             sent_id, sent_at = answered
             self.record_sent(store, application_id, "request", sent_id, sent_at or now, now)
+
+    def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
+        """The application a mail without In-Reply-To or References answers, if any: some
+        tools write neither. It must come from the person the request went to, under the
+        request's subject, after it was sent."""
+        sender = message.from_
+        if sender is None:
+            return []
+        subject = normalised_subject(message.subject)
+        return [
+            app
+            for app in apps.in_states(store, list(REPLY_STATES))
+            if app.contact_email == sender.email
+            and app.request_sent_at is not None
+            and (message.date is None or message.date >= app.request_sent_at)
+            and subject == normalised_subject(app.request_subject or app.rejection_subject)
+        ]
 
     def _contact(self, store: Store, message: Message, reply_to: str | None) -> Address | None:
         """The chosen address with its display name, from this mail or an earlier one."""

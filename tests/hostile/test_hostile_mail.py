@@ -72,7 +72,7 @@ from hypothesis import strategies as st
 from support import INTERVIEW_REJECTION
 
 from nextround.classifier.extract import extract_company, extract_role
-from nextround.classifier.message import Address, Message, safe_message_id
+from nextround.classifier.message import Address, Message, plain_address, safe_message_id
 from nextround.classifier.text import MAX_TEXT_CHARS
 from nextround.daemon.drafts import (
     DraftSpec,
@@ -348,7 +348,9 @@ def draft_checked(message: Message) -> Drafted:
     finally:
         result.seconds = time.perf_counter() - started
     result.raw = raw
-    has_to, threaded = spec.to is not None, bool(safe_message_id(spec.answers))
+    # Only one plain address is ever written into To (plain_address); any other, none.
+    has_to = spec.to is not None and plain_address(spec.to.email)
+    threaded = bool(safe_message_id(spec.answers))
     result.problems.extend(draft_header_problems(raw, has_to=has_to, threaded=threaded))
     result.problems.extend(template_problems(message, spec, raw))
     return result

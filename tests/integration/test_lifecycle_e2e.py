@@ -725,3 +725,49 @@ def test_reply_already_thanked_by_hand_during_downtime_gets_no_thank_you_draft(
         f"state {world.status()[0]['state']}: drafted "
         f"{[str(d['X-Nextround-Application']) for d in drafts.values()]}"
     )
+
+
+def test_a_reply_without_threading_headers_from_the_person_asked_is_the_reply(
+    world: World,
+) -> None:
+    """Some tools write no In-Reply-To or References, and outside Gmail there is no
+    conversation id: a mail from the person the request went to, under its subject, after it
+    was sent, is their reply. No follow-up then asks again; a thank-you is drafted."""
+    send_request(world)
+    reply_at = T0 + timedelta(days=2)
+    world.deliver(
+        *INTERVIEW_REJECTION[:1],
+        "Re: Your application for Senior Data Engineer",
+        "Hi Alex,\n\nHappy to share a few thoughts: the panel wanted more depth on streaming "
+        "systems.\n\nPriya\n",
+        reply_at,
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    assert world.status()[0]["state"] == "replied"
+    world.once(T0 + timedelta(days=8))
+    steps = [str(d["X-Nextround-Application"]) for d in world.client.drafts().values()]
+    assert steps == ["1; step=thank_you"], steps
+
+
+def test_the_recruiters_own_note_after_the_ats_one_gives_the_application_a_contact(
+    world: World,
+) -> None:
+    """The ATS's no-reply rejection comes first (a request drafted to nobody), the
+    recruiter's own an hour later: the same application, now with someone to write to. The
+    request is not drafted twice; `status` names her, and the follow-up would go to her."""
+    world.deliver(
+        "Brightloom <no-reply@us.greenhouse-mail.io>",
+        "Update on your Brightloom application",
+        "Hi Alex,\n\nThank you for interviewing for the Senior Data Engineer position at "
+        "Brightloom. After careful review, we have decided not to move forward with your "
+        "candidacy at this time. We wish you success in your search.\n\nBrightloom Recruiting\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    assert [row["contact"] for row in world.status()] == [None]
+    world.deliver(*INTERVIEW_REJECTION, when=T0 + timedelta(hours=1))
+    out = world.once(T0 + timedelta(hours=1, minutes=5))
+    [row] = world.status()
+    assert row["state"] == "needs_contact" and "priya.raman@brightloom.io" in row["contact"]
+    assert "contact found" in out
+    assert len(world.client.drafts()) == 1
