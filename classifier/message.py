@@ -18,14 +18,17 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 # subject would stall the cycle for minutes.
 MAX_HEADER_CHARS = 998
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-# What a Message-ID we write may hold: printable ASCII but the angle brackets.
+# What a Message-ID we write may hold: printable ASCII but the angle brackets; and at most
+# this long, so that "In-Reply-To: " and the id keep within a line's 998 characters.
 _WRITABLE_ID = re.compile(r"<[!-;=?-~]+>")
+MAX_WRITTEN_ID = 900
 # An address we write into a draft's To: a dot-atom local part (no quotes, commas or a second
 # "@", which a mail client could read as another recipient) at a plain host name.
-_ATEXT = r"[\w!#$%&'*+/=?^`{|}~-]+"  # with letters of any script (RFC 6531)
-_PLAIN_ADDRESS = re.compile(
-    rf"{_ATEXT}(?:\.{_ATEXT})*@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*"
-)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# ASCII only: the email package writes any other address as an encoded-word, which no
+# client reads as an address.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*")
 
 
 def one_line(value: str) -> str:
@@ -58,7 +61,7 @@ def safe_message_id(value: str) -> str:
     decodes into a line break, a header line of the sender's choosing. Threading is lost
     for such an id; no real server makes one."""
     found = _WRITABLE_ID.fullmatch(value.strip())
-    if found is None or "=?" in value or len(value) > MAX_HEADER_CHARS:
+    if found is None or "=?" in value or len(value) > MAX_WRITTEN_ID:
         return ""
     return found.group(0)
 

@@ -313,7 +313,10 @@ def _validate(config: Config) -> None:
     if imap.timeout <= 0:
         raise ConfigError(f"{path}: [imap] timeout: must be a positive number of seconds")
     if not plain_address(config.identity.email):
-        raise ConfigError(f"{path}: [identity] email: not an email address")
+        raise ConfigError(
+            f"{path}: [identity] email: not a plain address of ASCII characters, as "
+            "user@example.org (it is written into every draft's From)"
+        )
     if config.sync.backfill_days < 0:
         raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")
     if not 0.0 < config.classifier.threshold < 1.0:

@@ -170,15 +170,20 @@ def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
     domain = spec.identity.domain or "nextround.invalid"
     message_id = make_msgid(domain=domain)
     message["Message-ID"] = message_id
-    answers = safe_message_id(spec.answers)
-    if answers:
-        message["In-Reply-To"] = answers
-        chain = [safe_message_id(ref) for ref in spec.references if ref and ref != answers]
-        chain = [ref for ref in chain if ref]
-        message["References"] = " ".join([*chain[-(MAX_REFERENCES - 1) :], answers])
     message[HEADER] = header_value(spec.application_id, spec.step)
     message.set_content(body, charset="utf-8")
-    return message.as_bytes(), message_id
+    raw = message.as_bytes()
+    answers = safe_message_id(spec.answers)
+    if answers:
+        # Written as they are, one id a line: the email package would write an id longer
+        # than its 78-character lines (Microsoft 365's and Amazon SES's are 80 to 90) as an
+        # encoded-word, which no client reads as an id, and the draft would not be threaded.
+        chain = [safe_message_id(ref) for ref in spec.references if ref and ref != answers]
+        chain = [*[ref for ref in chain if ref][-(MAX_REFERENCES - 1) :], answers]
+        threading = f"In-Reply-To: {answers}\r\nReferences: " + "\r\n ".join(chain)
+        head, _, body_bytes = raw.partition(b"\r\n\r\n")
+        raw = head + b"\r\n" + threading.encode("ascii") + b"\r\n\r\n" + body_bytes
+    return raw, message_id
 
 
 def header_value(application_id: int, step: str) -> str:

@@ -9,6 +9,7 @@ a crash between APPEND and commit never yields a second one.
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import email.parser
 import email.policy
@@ -46,6 +47,7 @@ from nextround.daemon.drafts import (
     reply_subject,
     template_name,
 )
+from nextround.daemon.errors import MailboxError, NextroundError
 from nextround.daemon.faults import checkpoint
 from nextround.daemon.lifecycle import (
     AWAITING_SEND,
@@ -91,8 +93,10 @@ def is_auto_reply(message: Message) -> bool:
         return True
     if "x-autoreply" in headers or "x-autorespond" in headers:
         return True
-    if headers.get("precedence", "").lower() in ("auto_reply", "bulk", "junk", "list"):
-        return True  # vacation responders often mark themselves junk or bulk (RFC 3834)
+    if headers.get("precedence", "").lower() in ("auto_reply", "junk"):
+        # vacation(1) marks its notices junk. Not "bulk" or "list": a recruiter's answer
+        # relayed by an ATS or a list may carry those.
+        return True
     return bool(_AUTO_SUBJECT.search(message.subject))
 
 
@@ -446,8 +450,17 @@ class Engine:
         if answered is not None:
             # The user answered the rejection before nextround saw it (the service was down,
             # or this is its first run): their own request stands, and no draft is owed.
-            sent_id, sent_at = answered
+            sent_id, sent_at, to = answered
             self.record_sent(store, application_id, "request", sent_id, sent_at or now, now)
+            self._sent_to(store, application_id, to, now)
+
+    def _sent_to(
+        self, store: Store, application_id: int, to: Address | None, now: datetime
+    ) -> None:
+        """Whom the user sent the request to (added, or chosen instead of ours) is whom the
+        one follow-up goes to."""
+        if to is not None and to.email != self.identity.email and plain_address(to.email):
+            apps.update(store, application_id, now, contact_email=to.email, contact_name=to.name)
 
     def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
         """The application a mail without In-Reply-To or References answers, if any: some
@@ -483,13 +496,12 @@ class Engine:
             step = _sent_step(app, message, marked)
             if step is None:
                 continue
-            sent_at = min(max(_when(message, now), app.request_drafted_at or now), now)
-            self.record_sent(store, app.id, step, message.message_id, sent_at, now)
-            to = next((a for a in message.to if a.email != self.identity.email), None)
-            if step == "request" and to is not None and plain_address(to.email):
-                # Whom the user sent it to (added, or chosen instead of ours) is whom the one
-                # follow-up goes to.
-                apps.update(store, app.id, now, contact_email=to.email, contact_name=to.name)
+            # Never before the draft was made (a client may date a copy by when editing began).
+            sent_at = max(_when(message, now), app.request_drafted_at or _when(message, now))
+            self.record_sent(store, app.id, step, message.message_id, min(sent_at, now), now)
+            if step == "request":
+                to = next((a for a in message.to if a.email != self.identity.email), None)
+                self._sent_to(store, app.id, to, now)
             if message.conversation:
                 apps.add_to_thread(store, app, [message.conversation], now)
             return
@@ -581,7 +593,15 @@ class Engine:
                     pending_message_id=message_id,
                     pending_drafts_uidnext=before,
                 )
-            mailbox.append(drafts, raw, ["\\Draft", "\\Seen"], now)
+            try:
+                mailbox.append(drafts, raw, ["\\Draft", "\\Seen"], now)
+            except MailboxError:
+                # Failed, or its answer was lost. Whether it got there, the next cycle looks
+                # for it by header and id; what Drafts takes meanwhile (a client autosaving,
+                # which stores a draft and expunges the one before) says nothing about ours.
+                with contextlib.suppress(NextroundError), store.transaction():
+                    apps.update(store, app.id, now, pending_drafts_uidnext=None)
+                raise
             checkpoint("after-append")  # the crash `recover` is there for
             logger.info("#%d: %s drafted to %s", app.id, step, spec.to or "nobody yet")
         if self.report is not None:

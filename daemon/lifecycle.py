@@ -7,7 +7,8 @@ drafted | needs_contact -> skipped       the draft vanished and nothing was sent
 drafted | needs_contact -> stale         not sent within [lifecycle] send_within
 stale -> requested                       sent after all
 requested -> followed_up                 no reply after [lifecycle] follow_up_after
-requested -> closed                      the same, when the mail said it gives no feedback
+requested -> closed                      no reply after follow_up_after + close_after, when
+                                         the mail said it gives no feedback (no follow-up)
 requested | followed_up -> replied       a reply arrived (one thank-you is drafted)
 followed_up -> closed                    no reply [lifecycle] close_after after the follow-up
 any open state -> skipped | closed       the user said so (`nextround skip` / `close`)
@@ -142,8 +143,10 @@ def next_due(state: State, clock: Clock, timing: Timing) -> tuple[Event, datetim
     if state in (State.DRAFTED, State.NEEDS_CONTACT) and clock.request_drafted_at:
         return Event.SEND_DEADLINE_PASSED, clock.request_drafted_at + timing.send_within
     if state is State.REQUESTED and clock.request_sent_at:
-        event = Event.FOLLOW_UP_DUE if clock.follow_up else Event.CLOSE_DUE
-        return event, clock.request_sent_at + timing.follow_up_after
+        if clock.follow_up:
+            return Event.FOLLOW_UP_DUE, clock.request_sent_at + timing.follow_up_after
+        # No follow-up, but as long to answer as with one: a late reply is still thanked.
+        return Event.CLOSE_DUE, clock.request_sent_at + timing.follow_up_after + timing.close_after
     if state is State.FOLLOWED_UP:
         start = clock.follow_up_sent_at or clock.follow_up_drafted_at
         if start:

@@ -24,6 +24,7 @@ from typing import Any
 from nextround.classifier.message import Address, Message
 from nextround.classifier.persist import private_directory
 from nextround.classifier.verdict import Analysis
+from nextround.daemon import stopping
 from nextround.daemon.errors import BusyError, ConstraintError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def cycle_lock(database: Path, wait: float) -> Iterator[None]:
     """Held for a whole cycle: two cycles on one state at once (the service, and `nextround
     once` run by hand) would each write the same draft. An flock on a file beside the
     database, which the kernel releases when the process ends: a crash never leaves it
-    held. Waits up to `wait` seconds for another cycle to end, then raises BusyError."""
+    held. Waits up to `wait` seconds for another cycle to end, then raises BusyError; a stop
+    requested meanwhile ends the wait (stopping.ShutdownRequested)."""
     path = database.with_name(database.name + ".lock")
     with storage_errors(f"opening {path}"):
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -95,6 +97,7 @@ def cycle_lock(database: Path, wait: float) -> Iterator[None]:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                stopping.check()  # systemd waits 15 s for a stop, not a minute
                 if time.monotonic() >= deadline:
                     raise BusyError(
                         f"another nextround cycle is running on {database} (the service, or "
@@ -274,12 +277,12 @@ class Store:
         if message is not None:
             values: tuple[Any, ...] = (*_message_values(message), "parsed", None)
         else:
-            values = (message_id, "", "", "", "", None, status, error)
+            values = (message_id, "", "", "", "", None, "", status, error)
         with storage_errors("recording a message"):
             cursor = self.connection.execute(
                 "INSERT INTO messages (folder, uidvalidity, uid, message_id, in_reply_to, refs, "
-                "sender, subject, sent_at, status, error, size, seen_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "sender, subject, sent_at, recipient, status, error, size, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (folder, uidvalidity, uid, *values, size, now.isoformat()),
             )
         return int(cursor.lastrowid or 0)
@@ -309,19 +312,19 @@ class Store:
         with storage_errors("recording messages"):
             self.connection.executemany(
                 "INSERT INTO messages (folder, uidvalidity, uid, message_id, in_reply_to, refs, "
-                "sender, subject, sent_at, status, error, size, seen_at, label, score, stage, "
-                "company, role, reply_to, no_feedback) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'parsed', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "sender, subject, sent_at, recipient, status, error, size, seen_at, label, score, "
+                "stage, company, role, reply_to, no_feedback) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'parsed', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self.connection.executemany(_REMEMBER_CONTACT, contacts)
 
-    def sent_answer(self, message_id: str) -> tuple[str, datetime | None] | None:
+    def sent_answer(self, message_id: str) -> tuple[str, datetime | None, Address | None] | None:
         """The first sent copy recorded that answers `message_id` (its In-Reply-To or
-        References name it): its Message-ID and date."""
+        References name it): its Message-ID, date, and the first address it went to."""
         with storage_errors("looking for a sent answer"):
             row = self.connection.execute(
-                "SELECT m.message_id, m.sent_at FROM messages m JOIN folders f "
+                "SELECT m.message_id, m.sent_at, m.recipient FROM messages m JOIN folders f "
                 "ON f.name = m.folder WHERE f.role = 'sent' AND m.status = 'parsed' AND ("
                 "instr(' ' || m.in_reply_to || ' ', ' ' || ?1 || ' ') > 0 "
                 "OR instr(' ' || m.refs || ' ', ' ' || ?1 || ' ') > 0) "
@@ -330,7 +333,8 @@ class Store:
             ).fetchone()
         if row is None:
             return None
-        return row[0], datetime.fromisoformat(row[1]) if row[1] else None
+        to = Address(*json.loads(row[2])) if row[2] else None
+        return row[0], datetime.fromisoformat(row[1]) if row[1] else None, to
 
     def save_analysis(self, row_id: int, analysis: Analysis) -> None:
         with storage_errors("recording a classification"):
@@ -420,7 +424,9 @@ _REMEMBER_CONTACT = (
 
 
 def _message_values(message: Message) -> tuple[Any, ...]:
-    """message_id, in_reply_to, refs, sender, subject, sent_at: a parsed message's columns."""
+    """message_id, in_reply_to, refs, sender, subject, sent_at, recipient: a parsed message's
+    columns."""
+    first = message.to[0] if message.to else None
     return (
         message.message_id,
         " ".join(message.in_reply_to),
@@ -428,6 +434,7 @@ def _message_values(message: Message) -> tuple[Any, ...]:
         message.from_.email if message.from_ else "",
         message.subject,
         message.date.isoformat() if message.date else None,
+        json.dumps([first.name, first.email]) if first else "",
     )
 
 

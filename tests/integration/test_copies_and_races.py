@@ -155,6 +155,40 @@ def test_an_append_that_never_reached_the_server_is_taken_as_written_once_drafts
     assert len(requests) == 1, f"no request draft ever written; application is {app.state}"
 
 
+def test_a_cut_append_is_written_again_though_an_autosave_took_its_uid(world: World) -> None:
+    """An APPEND cut, then the user's client autosaves a draft as autosave works: each save
+    APPENDs a new version and expunges the one before, so the UID that was next holds nothing
+    by the next cycle. That cannot tell "ours, deleted" from "never got there"; but the
+    APPEND failed, so only our header or id found counts, and the request is written."""
+    raw, rejection_id = mail(world.user, *INTERVIEW_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    with pytest.raises(ConnectError):
+        world.cycle(T0 + timedelta(minutes=5), wrap=AppendCut)
+    assert world.drafts() == {}
+
+    def note(text: str) -> bytes:
+        message = EmailMessage()
+        message["From"] = f"Alex Doe <{world.user.username}>"
+        message["To"] = "friend@example.com"
+        message["Subject"] = "Dinner on Friday?"
+        message["Message-ID"] = make_msgid(domain="client.example")
+        message.set_content(text)
+        return message.as_bytes()
+
+    first = world.user.append("Drafts", note("Are you"), flags=["\\Draft"], date=T0)
+    world.user.append("Drafts", note("Are you free on Friday?"), flags=["\\Draft"], date=T0)
+    with world.user._session() as client:  # the client replaces its older autosave
+        client.select_folder("Drafts")
+        client.delete_messages([first])
+        client.expunge()
+
+    for minutes in (10, 30, 50):
+        world.cycle(T0 + timedelta(minutes=minutes))
+    requests = [body for body in world.drafts().values() if rejection_id.encode() in body]
+    [app] = world.applications()
+    assert len(requests) == 1, f"no request draft ever written; application is {app.state}"
+
+
 NAMELESS_REJECTION = (
     "Recruiting <no-reply@us.greenhouse-mail.io>",
     "Your application",

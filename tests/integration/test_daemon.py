@@ -19,6 +19,8 @@ import pytest
 from dovecot import Dovecot, MailUser
 from support import ConfigWriter
 
+from nextround.daemon.store import cycle_lock
+
 REJECTION = (
     "Hi Alex,\n\nThank you for taking the time to interview with the platform team last week "
     "for the Site Reliability Engineer role at {company}. After careful consideration we "
@@ -190,3 +192,41 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(
     wait_for(lambda: drafts(user) == 1, 30, "a draft after the reload")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
+
+
+def test_sigterm_while_the_cycle_waits_for_the_lock_exits_at_once(
+    mailbox_user: MailUser, write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    """`nextround once` (or a second service) holds the cycle lock and the service's cycle
+    waits for it (up to a minute): a SIGTERM ends the wait, within systemd's TimeoutStopSec
+    (15 s), with exit 0."""
+    config = write_config(
+        mailbox_user,
+        timeout=3.0,
+        extra='[schedule]\npoll_interval = "10m"\nmax_backoff = "2s"\n',
+    )
+    notify = NotifySocket(tmp_path / "notify.sock")
+    database = tmp_path / "state" / "state.db"
+    database.parent.mkdir(mode=0o700, exist_ok=True)
+    with cycle_lock(database, wait=0):  # `nextround once`, running a long first sync
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nextround.daemon.cli", "-c", str(config), "run"],
+            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
+            time.sleep(1.0)  # the cycle is now waiting for the lock
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            try:
+                code = process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                code = None
+            took = time.monotonic() - started
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+    assert code == 0 and took < 15, f"still running {took:.0f} s after SIGTERM (exit {code})"

@@ -602,12 +602,26 @@ def test_no_follow_up_pressing_for_advice_after_a_no_feedback_note(world: World)
     row = world.status()[0]
     assert row["stage"] == "application", row
     assert "no need to reply" in request_body, request_body
-    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
     world.once(T0 + timedelta(hours=2))
     world.once(T0 + timedelta(days=8))
-    # No follow-up pressing for what they said they do not give: closed, nothing drafted.
+    # No follow-up pressing for what they said they do not give.
     assert world.client.drafts() == {}
-    assert world.status()[0]["state"] == "closed"
+    assert world.status()[0]["state"] == "requested"
+    # But as long to answer as with one: a late answer is still thanked.
+    reply_at = T0 + timedelta(days=10)
+    world.deliver(
+        "Marta Klein <marta.klein@solventstudio.de>",
+        "Re: Your application: Junior Motion Designer",
+        "Hi Alex,\n\nOne thing: show more of your process in the portfolio.\n\nMarta\n",
+        reply_at,
+        in_reply_to=sent_id,
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    assert world.status()[0]["state"] == "replied"
+    assert [str(d["X-Nextround-Application"]) for d in world.client.drafts().values()] == [
+        "1; step=thank_you"
+    ]
 
 
 def test_precedence_junk_vacation_notice_is_not_the_reply(world: World) -> None:
@@ -771,3 +785,25 @@ def test_the_recruiters_own_note_after_the_ats_one_gives_the_application_a_conta
     assert row["state"] == "needs_contact" and "priya.raman@brightloom.io" in row["contact"]
     assert "contact found" in out
     assert len(world.client.drafts()) == 1
+
+
+def test_follow_up_after_a_request_answered_by_hand_goes_to_whom_it_went(world: World) -> None:
+    """The rejection comes from the recruiter; the user, before nextround saw it (downtime),
+    answers by hand to the hiring manager: the one follow-up goes to the hiring manager."""
+    world.once(T0 - timedelta(days=1))
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    raw, _ = mail(
+        f"Alex Doe <{world.user.username}>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Sam,\n\nThank you for the interviews. Could you share one or two things I could "
+        "work on for a role like this?\n\nBest,\nAlex\n",
+        T0 + timedelta(hours=2),
+        in_reply_to=rejection_id,
+    )
+    raw = raw.replace(b"To: Alex Doe <{user}>", b"To: Sam Ortiz <sam.ortiz@brightloom.io>")
+    world.user.append("Sent", raw, flags=["\\Seen"], date=T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=1))
+    assert world.status()[0]["state"] == "requested"
+    world.once(T0 + timedelta(days=9))
+    _, follow_up = world.only_draft()
+    assert "sam.ortiz@brightloom.io" in str(follow_up["To"]), f"To={follow_up['To']!r}"

@@ -211,3 +211,29 @@ def test_header_value_round_trip() -> None:
     assert parse_header_value("12; step=follow_up") == (12, "follow_up")
     assert parse_header_value("112; step=request") == (112, "request")
     assert parse_header_value("12; step=request; extra") is None
+
+
+# Microsoft 365 and Amazon SES (which many applicant-tracking systems send through) write
+# Message-IDs of 80 to 90 characters.
+OUTLOOK_ID = (
+    "<PH0PR11MB5095A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6@PH0PR11MB5095.namprd11.prod.outlook.com>"
+)
+SES_ID = "<0100018c1e2b3c4d-5e6f7a8b-9c0d-1e2f-3a4b-5c6d7e8f9a0b-000000@email.amazonses.com>"
+
+
+@pytest.mark.parametrize("answers", [OUTLOOK_ID, SES_ID])
+def test_a_draft_answering_a_long_message_id_keeps_it_literally(answers: str) -> None:
+    """The email package writes a token longer than its 78-character lines as RFC 2047
+    encoded-words, which no client reads as a msg-id: the draft would not be threaded."""
+    spec = DraftSpec(
+        1, "request", Address("Alex Doe", "alex@example.com"),
+        Address("Jane", "jane@acme.example"), "Re: Your application", answers, (answers,), {},
+    )  # fmt: skip
+    raw, _ = build_draft(spec, "Hello\n", datetime(2026, 11, 2, tzinfo=UTC))
+    head = raw.split(b"\r\n\r\n")[0].decode()
+    unfolded = head.replace("\r\n ", " ")
+    lines = {
+        line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in unfolded.split("\r\n")
+    }
+    assert lines["In-Reply-To"] == answers, lines["In-Reply-To"]
+    assert lines["References"] == answers, lines["References"]

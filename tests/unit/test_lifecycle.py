@@ -131,9 +131,10 @@ def test_next_action_for_status() -> None:
 
 
 def test_no_follow_up_after_a_mail_that_said_it_gives_no_feedback() -> None:
-    """The request told them no reply is needed: a week of silence closes it instead."""
+    """The request told them no reply is needed: no follow-up, but as long to answer as with
+    one (follow_up_after + close_after), so a late answer is still thanked."""
     quiet = dataclasses.replace(clock(request_sent_at=T0), follow_up=False)
-    assert due_event(S.REQUESTED, quiet, TIMING, T0 + timedelta(days=6)) is None
-    assert due_event(S.REQUESTED, quiet, TIMING, T0 + timedelta(days=7)) is E.CLOSE_DUE
+    assert due_event(S.REQUESTED, quiet, TIMING, T0 + timedelta(days=13)) is None
+    assert due_event(S.REQUESTED, quiet, TIMING, T0 + timedelta(days=14)) is E.CLOSE_DUE
     action, when = next_action(S.REQUESTED, quiet, TIMING)
-    assert action.startswith("close if no reply") and when == T0 + timedelta(days=7)
+    assert action.startswith("close if no reply") and when == T0 + timedelta(days=14)
