@@ -66,7 +66,7 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         (("port = 0", 'port = "993"'), "[imap] port: must be an integer, not a string"),
         (("port = 0", "port = true"), "[imap] port: must be an integer, not a boolean"),
         (("backfill_days = 30", "backfill_days = -1"), "[sync] backfill_days: must be 0 or more"),
-        (('email = "me@example.org"', 'email = "nobody"'), "[identity] email: not an email"),
+        (('email = "me@example.org"', 'email = "nobody"'), "[identity] email: not a plain address"),
         (
             ('security = "tls"', 'security = "plain"'),
             "[imap] security: plain is only allowed to a loopback host",
