@@ -7,11 +7,11 @@ comes out as literal text. Header values are folded to one line before they reac
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -95,6 +95,11 @@ def reply_subject(original: str) -> str:
     return f"Re: {subject}" if subject else "Re: your message"
 
 
+def is_reply_subject(subject: str) -> bool:
+    """Whether the subject starts with a reply prefix (Re:, AW:, SV:...)."""
+    return _REPLY_PREFIX.match(one_line(subject)) is not None
+
+
 def normalised_subject(subject: str) -> str:
     """For matching a sent copy to its draft: no Re:/AW: prefixes, case or spacing."""
     return _REPLY_PREFIX.sub("", one_line(subject)).strip().lower()
@@ -160,9 +165,12 @@ def draft_variables(
 def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
     """The draft as bytes ready to APPEND, and its fresh Message-ID."""
     message = EmailMessage(policy=SMTP)
-    message["From"] = _header_address(spec.identity)  # the config holds a plain address
+    # From, To and the threading are written by hand, below: the email package (3.11.7)
+    # folds a long quoted display name without its quotes, and its commas then name more
+    # recipients; and it writes an id longer than its 78-character lines as an encoded-word.
+    lines = [f"From: {_address_line(spec.identity)}"]  # the config holds a plain address
     if spec.to is not None and plain_address(spec.to.email):
-        message["To"] = _header_address(spec.to)
+        lines.append(f"To: {_address_line(spec.to)}")
     else:
         body = f"{NEEDS_CONTACT_MARK}\n\n{body}"
     message["Subject"] = header_safe(spec.subject)
@@ -172,18 +180,15 @@ def build_draft(spec: DraftSpec, body: str, now: datetime) -> tuple[bytes, str]:
     message["Message-ID"] = message_id
     message[HEADER] = header_value(spec.application_id, spec.step)
     message.set_content(body, charset="utf-8")
-    raw = message.as_bytes()
     answers = safe_message_id(spec.answers)
     if answers:
-        # Written as they are, one id a line: the email package would write an id longer
-        # than its 78-character lines (Microsoft 365's and Amazon SES's are 80 to 90) as an
-        # encoded-word, which no client reads as an id, and the draft would not be threaded.
+        # One id a line, as they are (Microsoft 365's and Amazon SES's are 80-90 long).
         chain = [safe_message_id(ref) for ref in spec.references if ref and ref != answers]
         chain = [*[ref for ref in chain if ref][-(MAX_REFERENCES - 1) :], answers]
-        threading = f"In-Reply-To: {answers}\r\nReferences: " + "\r\n ".join(chain)
-        head, _, body_bytes = raw.partition(b"\r\n\r\n")
-        raw = head + b"\r\n" + threading.encode("ascii") + b"\r\n\r\n" + body_bytes
-    return raw, message_id
+        lines += [f"In-Reply-To: {answers}", "References: " + "\r\n ".join(chain)]
+    head, _, body_bytes = message.as_bytes().partition(b"\r\n\r\n")
+    ours = "\r\n".join(lines).encode("ascii")
+    return ours + b"\r\n" + head + b"\r\n\r\n" + body_bytes, message_id
 
 
 def header_value(application_id: int, step: str) -> str:
@@ -195,12 +200,29 @@ def parse_header_value(value: str) -> tuple[int, str] | None:
     return (int(match.group(1)), match.group(2)) if match else None
 
 
-def _header_address(address: Address) -> HeaderAddress:
-    """Only for a plain address (`plain_address`): never decoded, quoted or split anywhere
-    but at its one "@", so it names one recipient and no other."""
-    name = header_safe(address.name).replace('"', "'")
-    local, _, domain = address.email.rpartition("@")
-    try:
-        return HeaderAddress(display_name=name, username=local, domain=domain)
-    except (ValueError, IndexError):
-        return HeaderAddress(display_name="", username=local, domain=domain)
+# A display name we write keeps letters, digits, spaces and . ' - (nothing a mail reader
+# could take for another address), and at most this many characters.
+_NAME_DROPS = re.compile(r"[^\w .'-]+")
+MAX_NAME_CHARS = 64
+_WORD_BYTES = 45  # of UTF-8 in one encoded-word: 60 of base64, 72 in all (RFC 2047: 75)
+
+
+def _address_line(address: Address) -> str:
+    """`"Name" <local@domain>` for a plain address (`plain_address`): one recipient, whatever
+    the name held. A name that is not ASCII is written as encoded-words (RFC 2047)."""
+    name = " ".join(_NAME_DROPS.sub(" ", header_safe(address.name)).split())
+    name = name[:MAX_NAME_CHARS].strip()
+    if not name:
+        return f"<{address.email}>"
+    if name.isascii():
+        return f'"{name}" <{address.email}>'
+    words, chunk = [], b""
+    for character in name:  # whole characters to a word
+        encoded = character.encode("utf-8")
+        if len(chunk) + len(encoded) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    words.append(chunk)
+    encoded_words = (f"=?utf-8?b?{base64.b64encode(word).decode('ascii')}?=" for word in words)
+    return "\r\n ".join(encoded_words) + f" <{address.email}>"

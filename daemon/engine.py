@@ -42,6 +42,7 @@ from nextround.daemon.drafts import (
     Renderer,
     build_draft,
     draft_variables,
+    is_reply_subject,
     normalised_subject,
     parse_header_value,
     reply_subject,
@@ -362,7 +363,9 @@ class Engine:
             person = message.from_ is not None and is_human_address(message.from_)
             in_conversation = apps.by_thread(store, [message.conversation]) if person else []
             related = [app for app in in_conversation if app.state in REPLY_STATES]
-        if not related and not keys:
+        if not related and not keys and not analysis.job_mail and is_reply_subject(message.subject):
+            # Not job mail: the same recruiter's next rejection, under the ATS's same subject
+            # and without threading headers like every fresh rejection, is no reply.
             related = self._unthreaded_reply_to(store, message)
         for app in related:
             if app.state in REPLY_STATES and not from_user and not is_auto_reply(message):
@@ -450,8 +453,9 @@ class Engine:
         if answered is not None:
             # The user answered the rejection before nextround saw it (the service was down,
             # or this is its first run): their own request stands, and no draft is owed.
-            sent_id, sent_at, to = answered
+            sent_id, sent_at, recipients = answered
             self.record_sent(store, application_id, "request", sent_id, sent_at or now, now)
+            to = next((a for a in recipients if a.email != self.identity.email), None)
             self._sent_to(store, application_id, to, now)
 
     def _sent_to(
@@ -465,7 +469,7 @@ class Engine:
     def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
         """The application a mail without In-Reply-To or References answers, if any: some
         tools write neither. It must come from the person the request went to, under the
-        request's subject, after it was sent."""
+        request's subject (with a reply prefix), after it was sent."""
         sender = message.from_
         if sender is None:
             return []
@@ -497,7 +501,8 @@ class Engine:
             if step is None:
                 continue
             # Never before the draft was made (a client may date a copy by when editing began).
-            sent_at = max(_when(message, now), app.request_drafted_at or _when(message, now))
+            drafted = app.request_drafted_at if step == "request" else app.follow_up_drafted_at
+            sent_at = max(_when(message, now), drafted or _when(message, now))
             self.record_sent(store, app.id, step, message.message_id, min(sent_at, now), now)
             if step == "request":
                 to = next((a for a in message.to if a.email != self.identity.email), None)

@@ -319,9 +319,11 @@ class Store:
             )
             self.connection.executemany(_REMEMBER_CONTACT, contacts)
 
-    def sent_answer(self, message_id: str) -> tuple[str, datetime | None, Address | None] | None:
+    def sent_answer(
+        self, message_id: str
+    ) -> tuple[str, datetime | None, tuple[Address, ...]] | None:
         """The first sent copy recorded that answers `message_id` (its In-Reply-To or
-        References name it): its Message-ID, date, and the first address it went to."""
+        References name it): its Message-ID, date, and whom it went to."""
         with storage_errors("looking for a sent answer"):
             row = self.connection.execute(
                 "SELECT m.message_id, m.sent_at, m.recipient FROM messages m JOIN folders f "
@@ -333,7 +335,7 @@ class Store:
             ).fetchone()
         if row is None:
             return None
-        to = Address(*json.loads(row[2])) if row[2] else None
+        to = tuple(Address(str(name), str(email)) for name, email in json.loads(row[2] or "[]"))
         return row[0], datetime.fromisoformat(row[1]) if row[1] else None, to
 
     def save_analysis(self, row_id: int, analysis: Analysis) -> None:
@@ -423,10 +425,13 @@ _REMEMBER_CONTACT = (
 )
 
 
+MAX_RECIPIENTS = 10  # of a message's To kept: whom a sent request went to is among the first
+
+
 def _message_values(message: Message) -> tuple[Any, ...]:
-    """message_id, in_reply_to, refs, sender, subject, sent_at, recipient: a parsed message's
-    columns."""
-    first = message.to[0] if message.to else None
+    """message_id, in_reply_to, refs, sender, subject, sent_at, recipient (its To, as JSON):
+    a parsed message's columns."""
+    to = [[address.name, address.email] for address in message.to[:MAX_RECIPIENTS]]
     return (
         message.message_id,
         " ".join(message.in_reply_to),
@@ -434,7 +439,7 @@ def _message_values(message: Message) -> tuple[Any, ...]:
         message.from_.email if message.from_ else "",
         message.subject,
         message.date.isoformat() if message.date else None,
-        json.dumps([first.name, first.email]) if first else "",
+        json.dumps(to) if to else "",
     )
 
 

@@ -1092,6 +1092,29 @@ def report(argv: Sequence[str]) -> int:
     return 0 if not tally.crashed and not problems else 1
 
 
+@pytest.mark.parametrize(
+    "display_name",
+    [
+        "Recruiting Team at Acme Corporation International Holdings, evil@attacker.example, Jane",
+        "J" * 80 + ", evil@attacker.example,",
+    ],
+)
+def test_a_long_display_name_adds_no_recipient(display_name: str) -> None:
+    """The email package (3.11.7) folds a long quoted display name without its quotes, and
+    its commas and addresses would name more recipients: To is written by hand."""
+    raw = (
+        f'From: "{display_name}" <jane@acme.example>\r\n'
+        "To: alex@example.org\r\nSubject: Your application\r\n"
+        "Date: Mon, 01 Jan 2024 09:00:00 +0000\r\nMessage-ID: <rej-1@acme.example>\r\n"
+        "\r\nHi Alex,\r\n\r\nWe will not move forward with your application.\r\n"
+    ).encode()
+    message = parse_message(raw)
+    assert message.from_ is not None and message.from_.email == "jane@acme.example"
+    _, draft = engine_like_draft(message)
+    to = email.message_from_bytes(draft, policy=email.policy.default)["To"]
+    assert [a.addr_spec for a in to.addresses] == ["jane@acme.example"], str(to)
+
+
 if __name__ == "__main__":
     if "--report" in sys.argv[1:]:
         sys.exit(report(sys.argv[1:]))

@@ -807,3 +807,50 @@ def test_follow_up_after_a_request_answered_by_hand_goes_to_whom_it_went(world: 
     world.once(T0 + timedelta(days=9))
     _, follow_up = world.only_draft()
     assert "sam.ortiz@brightloom.io" in str(follow_up["To"]), f"To={follow_up['To']!r}"
+
+
+def test_the_same_recruiters_next_rejection_under_the_same_subject_is_no_reply(
+    world: World,
+) -> None:
+    """A recruiter rejects for one role, the user asks for feedback; days later the same
+    recruiter rejects another role under the ATS's same subject (no threading headers, as
+    every fresh rejection). That is a new rejection, not the reply to the request."""
+    subject = "Your application to Brightloom"
+    world.deliver(INTERVIEW_REJECTION[0], subject, INTERVIEW_REJECTION[2], T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+    second_at = T0 + timedelta(days=3)
+    world.deliver(
+        INTERVIEW_REJECTION[0],
+        subject,
+        "Hi Alex,\n\nThank you for interviewing for the Analytics Engineer role at Brightloom. "
+        "After careful consideration we have decided to move forward with another candidate "
+        "for this position.\n\nWe wish you the best in your search.\n\nBest,\nPriya Raman\n"
+        "Talent Partner, Brightloom\n",
+        second_at,
+    )
+    world.once(second_at + timedelta(minutes=5))
+    rows = world.status()
+    steps = [str(d["X-Nextround-Application"]) for d in world.client.drafts().values()]
+    assert len(rows) == 2 and rows[0]["state"] == "requested", (rows, steps)
+
+
+def test_a_long_display_name_adds_no_recipient_to_the_request(world: World) -> None:
+    """The rejection's quoted display name, long enough to fold: its ", evil@..." must not
+    become a second recipient of the request."""
+    name = "Priya Raman, Brightloom Platform and Analytics Engineering, evil@attacker.example, P"
+    body = INTERVIEW_REJECTION[2].replace("\n", "\r\n")
+    raw = (
+        f'From: "{name}" <priya.raman@brightloom.io>\r\nTo: Alex Doe <{world.user.username}>\r\n'
+        f"Subject: {INTERVIEW_REJECTION[1]}\r\nDate: Mon, 02 Nov 2026 09:00:00 +0000\r\n"
+        f"Message-ID: <rej-long-name@brightloom.io>\r\n\r\n{body}"
+    ).encode()
+    world.client.deliver(raw, T0)
+    world.once(T0 + timedelta(minutes=5))
+    _, draft = world.only_draft()
+    assert draft["To"] is not None, (world.status(), draft.as_bytes()[:300])
+    to = [a.addr_spec for a in draft["To"].addresses]
+    assert to == ["priya.raman@brightloom.io"], (str(draft["To"]), draft.as_bytes()[:300])
