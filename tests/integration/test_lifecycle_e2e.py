@@ -511,6 +511,23 @@ def test_a_second_no_reply_rejection_in_the_same_gmail_conversation_opens_its_ow
 # -- What review found (session 9): sequences the guide answers otherwise ------------------
 
 
+def answer_by_hand(
+    world: World, to: str, text: str, when: datetime, answers: str, references: str | None = None
+) -> None:
+    """The user's own answer to `answers`, written on another device while nextround was
+    down: only its copy in Sent shows it."""
+    raw, _ = mail(
+        f"Alex Doe <{world.user.username}>",
+        "Re: Your application for Senior Data Engineer",
+        text,
+        when,
+        in_reply_to=answers,
+        references=references,
+    )
+    raw = raw.replace(b"To: Alex Doe <{user}>", f"To: {to}".encode())
+    world.user.append("Sent", raw, flags=["\\Seen"], date=when)
+
+
 def send_request(world: World, *, to: str | None = None) -> str:
     world.deliver(*INTERVIEW_REJECTION, when=T0)
     world.once(T0 + timedelta(minutes=5))
@@ -653,16 +670,14 @@ def test_rejection_already_answered_by_hand_during_downtime_gets_no_second_reque
     the user already sent. ETIQUETTE: only one request, one follow-up."""
     world.once(T0 - timedelta(days=1))  # a normal cycle before the downtime
     rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    raw, _ = mail(
-        f"Alex Doe <{world.user.username}>",
-        "Re: Your application for Senior Data Engineer",
+    answer_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
         "Hi Priya,\n\nThank you for letting me know. Could you share one or two things I "
         "could work on for a role like this?\n\nBest,\nAlex\n",
         T0 + timedelta(hours=2),
-        in_reply_to=rejection_id,
+        rejection_id,
     )
-    raw = raw.replace(b"To: Alex Doe <{user}>", b"To: Priya Raman <priya.raman@brightloom.io>")
-    world.user.append("Sent", raw, flags=["\\Seen"], date=T0 + timedelta(hours=2))
     world.once(T0 + timedelta(days=2))
     drafts = world.client.drafts()
     rows = world.status()
@@ -722,16 +737,14 @@ def test_reply_already_thanked_by_hand_during_downtime_gets_no_thank_you_draft(
         reply_at,
         in_reply_to=sent_id,
     )
-    raw, _ = mail(
-        f"Alex Doe <{world.user.username}>",
-        "Re: Your application for Senior Data Engineer",
+    answer_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
         "Hi Priya,\n\nThank you so much, that is really helpful.\n\nAlex\n",
         reply_at + timedelta(hours=5),
-        in_reply_to=reply_id,
+        reply_id,
         references=f"{sent_id} {reply_id}",
     )
-    raw = raw.replace(b"To: Alex Doe <{user}>", b"To: Priya Raman <priya.raman@brightloom.io>")
-    world.user.append("Sent", raw, flags=["\\Seen"], date=reply_at + timedelta(hours=5))
     world.once(T0 + timedelta(days=4))
     drafts = world.client.drafts()
     assert world.status()[0]["state"] == "replied"
@@ -792,16 +805,14 @@ def test_follow_up_after_a_request_answered_by_hand_goes_to_whom_it_went(world: 
     answers by hand to the hiring manager: the one follow-up goes to the hiring manager."""
     world.once(T0 - timedelta(days=1))
     rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    raw, _ = mail(
-        f"Alex Doe <{world.user.username}>",
-        "Re: Your application for Senior Data Engineer",
+    answer_by_hand(
+        world,
+        "Sam Ortiz <sam.ortiz@brightloom.io>",
         "Hi Sam,\n\nThank you for the interviews. Could you share one or two things I could "
         "work on for a role like this?\n\nBest,\nAlex\n",
         T0 + timedelta(hours=2),
-        in_reply_to=rejection_id,
+        rejection_id,
     )
-    raw = raw.replace(b"To: Alex Doe <{user}>", b"To: Sam Ortiz <sam.ortiz@brightloom.io>")
-    world.user.append("Sent", raw, flags=["\\Seen"], date=T0 + timedelta(hours=2))
     world.once(T0 + timedelta(days=1))
     assert world.status()[0]["state"] == "requested"
     world.once(T0 + timedelta(days=9))
