@@ -379,7 +379,7 @@ class Engine:
                     reply_at=_when(message, now),
                     reply_from=_storable(_replier(message)),
                     reply_subject=message.subject,
-                    reply_references=" ".join(message.references or message.in_reply_to),
+                    reply_references=_chain(message),
                 )
                 apps.add_to_thread(store, app, [message.message_id], now)
                 thanked = store.sent_answer(message.message_id)
@@ -443,7 +443,7 @@ class Engine:
             no_feedback=analysis.no_feedback_policy,
             rejection_message_id=message.message_id,
             rejection_subject=message.subject,
-            rejection_references=" ".join(message.references or message.in_reply_to),
+            rejection_references=_chain(message),
             rejection_at=_when(message, now),
             thread=json.dumps([message.conversation] if message.conversation else []),
             note=note,
@@ -455,15 +455,15 @@ class Engine:
             # or this is its first run): their own request stands, and no draft is owed.
             sent_id, sent_at, recipients = answered
             self.record_sent(store, application_id, "request", sent_id, sent_at or now, now)
-            to = next((a for a in recipients if a.email != self.identity.email), None)
-            self._sent_to(store, application_id, to, now)
+            self._sent_to(store, application_id, recipients, now)
 
     def _sent_to(
-        self, store: Store, application_id: int, to: Address | None, now: datetime
+        self, store: Store, application_id: int, recipients: Sequence[Address], now: datetime
     ) -> None:
-        """Whom the user sent the request to (added, or chosen instead of ours) is whom the
-        one follow-up goes to."""
-        if to is not None and to.email != self.identity.email and plain_address(to.email):
+        """Whom the user sent the request to (added, or chosen instead of ours: the first
+        recipient but themselves) is whom the one follow-up goes to."""
+        to = next((a for a in recipients if a.email != self.identity.email), None)
+        if to is not None and plain_address(to.email):
             apps.update(store, application_id, now, contact_email=to.email, contact_name=to.name)
 
     def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
@@ -505,8 +505,7 @@ class Engine:
             sent_at = max(_when(message, now), drafted or _when(message, now))
             self.record_sent(store, app.id, step, message.message_id, min(sent_at, now), now)
             if step == "request":
-                to = next((a for a in message.to if a.email != self.identity.email), None)
-                self._sent_to(store, app.id, to, now)
+                self._sent_to(store, app.id, message.to, now)
             if message.conversation:
                 apps.add_to_thread(store, app, [message.conversation], now)
             return
@@ -801,6 +800,12 @@ class Engine:
 
 def _when(message: Message, now: datetime) -> datetime:
     return min(message.date, now) if message.date else now
+
+
+def _chain(message: Message) -> str:
+    """What a reply's References start with (RFC 5322): the parent's References, or its
+    In-Reply-To when it has none; the reply adds the parent's own id."""
+    return " ".join(message.references or message.in_reply_to)
 
 
 def _plain(address: Address) -> Address | None:
