@@ -60,7 +60,7 @@ from nextround.daemon.lifecycle import (
     due_event,
 )
 from nextround.daemon.mailbox import Fetched, Mailbox
-from nextround.daemon.store import Store
+from nextround.daemon.store import Store, addresses_from_json, addresses_json
 from nextround.daemon.sync import (
     CycleResult,
     FolderRef,
@@ -369,6 +369,7 @@ class Engine:
             related = self._unthreaded_reply_to(store, message)
         for app in related:
             if app.state in REPLY_STATES and not from_user and not is_auto_reply(message):
+                replier = _replier(message)
                 self.event(
                     store,
                     app,
@@ -377,7 +378,7 @@ class Engine:
                     f"reply {message.message_id} from {message.from_ or 'unknown'}",
                     reply_message_id=message.message_id,
                     reply_at=_when(message, now),
-                    reply_from=_storable(_replier(message)),
+                    reply_from=addresses_json([replier] if replier else []) or None,
                     reply_subject=message.subject,
                     reply_references=_chain(message),
                 )
@@ -752,7 +753,8 @@ class Engine:
             answers = app.request_sent_message_id or app.rejection_message_id
             references = (*app.rejection_references, app.rejection_message_id)
         else:
-            contact = _stored_address(app.reply_from) or contact
+            repliers = [_plain(address) for address in addresses_from_json(app.reply_from)]
+            contact = next(iter(repliers), None) or contact
             subject = reply_subject(app.reply_subject or app.rejection_subject)
             answers = app.reply_message_id or app.rejection_message_id
             references = app.reply_references
@@ -820,23 +822,6 @@ def _replier(message: Message) -> Address | None:
         if address is not None and is_human_address(address) and plain_address(address.email):
             return address
     return None
-
-
-def _storable(address: Address | None) -> str | None:
-    """Name and address as JSON: a display name may hold anything, an address included."""
-    return json.dumps([address.name, address.email]) if address is not None else None
-
-
-def _stored_address(text: str | None) -> Address | None:
-    if not text:
-        return None
-    try:
-        name, email = json.loads(text)
-    except (ValueError, TypeError):
-        # Written by an older version as "name <email>", which cannot be told apart from a
-        # display name with an address in it: not used.
-        return None
-    return _plain(Address(str(name), str(email).lower()))
 
 
 def _pending_draft(app: Application) -> tuple[str, str] | None:

@@ -335,8 +335,11 @@ class Store:
             ).fetchone()
         if row is None:
             return None
-        to = tuple(Address(str(name), str(email)) for name, email in json.loads(row[2] or "[]"))
-        return row[0], datetime.fromisoformat(row[1]) if row[1] else None, to
+        return (
+            row[0],
+            datetime.fromisoformat(row[1]) if row[1] else None,
+            addresses_from_json(row[2]),
+        )
 
     def save_analysis(self, row_id: int, analysis: Analysis) -> None:
         with storage_errors("recording a classification"):
@@ -428,10 +431,31 @@ _REMEMBER_CONTACT = (
 MAX_RECIPIENTS = 10  # of a message's To kept: whom a sent request went to is among the first
 
 
+def addresses_json(addresses: Sequence[Address]) -> str:
+    """Addresses as the state keeps them: JSON [[name, address], ...], "" for none. A display
+    name may hold anything, an address included: the two are kept apart, never parsed."""
+    return json.dumps([[address.name, address.email] for address in addresses]) if addresses else ""
+
+
+def addresses_from_json(text: str | None) -> tuple[Address, ...]:
+    """What `addresses_json` wrote; () for anything else (an older version wrote a reply's
+    sender as "name <email>", which cannot be told apart from a name with an address in it)."""
+    try:
+        pairs = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    if not isinstance(pairs, list):
+        return ()
+    return tuple(
+        Address(pair[0], pair[1])
+        for pair in pairs
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
+    )
+
+
 def _message_values(message: Message) -> tuple[Any, ...]:
     """message_id, in_reply_to, refs, sender, subject, sent_at, recipient (its To, as JSON):
     a parsed message's columns."""
-    to = [[address.name, address.email] for address in message.to[:MAX_RECIPIENTS]]
     return (
         message.message_id,
         " ".join(message.in_reply_to),
@@ -439,7 +463,7 @@ def _message_values(message: Message) -> tuple[Any, ...]:
         message.from_.email if message.from_ else "",
         message.subject,
         message.date.isoformat() if message.date else None,
-        json.dumps(to) if to else "",
+        addresses_json(message.to[:MAX_RECIPIENTS]),
     )
 
 
