@@ -18,6 +18,7 @@ from typing import Any
 
 import imapclient
 from imapclient.exceptions import LoginError
+from imapclient.response_parser import parse_fetch_response
 
 from nextround.daemon.config import ImapConfig
 from nextround.daemon.errors import (
@@ -240,11 +241,27 @@ class ImapMailbox:
         if self.gmail:
             items.append(b"X-GM-THRID")
         with self._errors("fetching messages"):
-            response = self.client.fetch(group, items)
+            response = self._fetch_bodies(group, items)
         for uid in group:
             data = response.pop(uid, None)
             if data is not None:  # a message expunged meanwhile is simply absent
                 yield fetched(uid, data, int(data.get(b"RFC822.SIZE", 0)), max_bytes)
+
+    def _fetch_bodies(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, Any]]:
+        """imapclient's `fetch`, but the answer read by `simple_fetch` where it can: its parser
+        reads every character outside the bodies in Python, a sixth of a first sync's time in
+        this process, which is the one fetching for the readers. imaplib's public `uid` on
+        imapclient's connection; a client without imaplib underneath fetches as it always has."""
+        inner = getattr(self.client, "_imap", None)
+        if not isinstance(inner, imaplib.IMAP4):
+            return dict(self.client.fetch(uids, items))
+        typ, data = inner.uid("FETCH", _uid_set(uids), b"(" + b" ".join(items) + b")")
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"FETCH failed: {data[0]!r}")
+        found = simple_fetch(data)
+        if found is None:
+            found = dict(parse_fetch_response(data, normalise_times=True, uid_is_key=True))
+        return found
 
     def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
         result: dict[int, bytes] = {}
@@ -320,6 +337,40 @@ def fetched(uid: int, data: dict[bytes, Any], size: int, limit: int) -> Fetched:
         limit=limit,
         thread=f"x-gm-thrid:{thread}" if str(thread or "").isdigit() else "",
     )
+
+
+# One message of a FETCH answer in the usual shape: "12 (UID 345 RFC822.SIZE 7700 BODY[]<0>
+# {7700}", the body, then ")". Items other than the body are a name and a number each.
+_SIMPLE_FETCH = re.compile(rb"\d+ \(((?:[A-Za-z0-9.-]+ \d+ )*)BODY\[\](<0>)? \{\d+\}")
+
+
+def simple_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]] | None:
+    """A FETCH answer as imaplib hands it over, by UID, as imapclient's parser reads it: each
+    item by its upper-cased name, numbers as ints, the body as bytes. None when any part of
+    it is in another shape (items after the body, a quoted or NIL body, an unsolicited
+    FETCH of flags...): imapclient's parser reads those."""
+    if data == [None]:
+        return {}
+    found: dict[int, dict[bytes, Any]] = {}
+    if len(data) % 2:
+        return None
+    for index in range(0, len(data), 2):
+        item, end = data[index], data[index + 1]
+        if type(item) is not tuple or len(item) != 2 or end != b")":
+            return None
+        match = _SIMPLE_FETCH.fullmatch(item[0])
+        if match is None:
+            return None
+        words = match.group(1).upper().split()
+        fields: dict[bytes, Any] = {
+            name: int(value) for name, value in zip(words[::2], words[1::2], strict=True)
+        }
+        uid = fields.pop(b"UID", None)
+        if uid is None:
+            return None
+        fields[b"BODY[]<0>" if match.group(2) else b"BODY[]"] = item[1]
+        found[uid] = fields
+    return found
 
 
 def _uid_set(uids: Sequence[int]) -> str:
