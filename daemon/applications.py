@@ -235,6 +235,16 @@ def history(store: Store, application_id: int) -> list[tuple[str, str, str | Non
     return [tuple(row) for row in rows]
 
 
+def last_event(store: Store, application_id: int) -> str | None:
+    with storage_errors("reading history"):
+        row = store.connection.execute(
+            "SELECT event FROM application_events WHERE application_id = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (application_id,),
+        ).fetchone()
+    return row[0] if row else None
+
+
 def add_to_thread(
     store: Store, app: Application, message_ids: Iterable[str], now: datetime
 ) -> None:

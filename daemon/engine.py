@@ -58,6 +58,7 @@ from nextround.daemon.lifecycle import (
     State,
     Timing,
     due_event,
+    takes_late_reply,
 )
 from nextround.daemon.mailbox import Fetched, Mailbox
 from nextround.daemon.store import Store, addresses_from_json, addresses_json
@@ -367,13 +368,15 @@ class Engine:
             # Not job mail: the same recruiter's next rejection, under the ATS's same subject
             # and without threading headers like every fresh rejection, is no reply.
             related = self._unthreaded_reply_to(store, message)
+        replying = not from_user and not is_auto_reply(message)
         for app in related:
-            if app.state in REPLY_STATES and not from_user and not is_auto_reply(message):
+            late = replying and self._late_reply(store, app, message)
+            if late or (app.state in REPLY_STATES and replying):
                 replier = _replier(message)
                 self.event(
                     store,
                     app,
-                    Event.REPLY_RECEIVED,
+                    Event.LATE_REPLY if late else Event.REPLY_RECEIVED,
                     now,
                     f"reply {message.message_id} from {message.from_ or 'unknown'}",
                     reply_message_id=message.message_id,
@@ -466,6 +469,16 @@ class Engine:
         to = next((a for a in recipients if a.email != self.identity.email), None)
         if to is not None and plain_address(to.email):
             apps.update(store, application_id, now, contact_email=to.email, contact_name=to.name)
+
+    def _late_reply(self, store: Store, app: Application, message: Message) -> bool:
+        """Whether `message` answers what the user sent of `app` after nextround ended it: it
+        names our draft (sent from a client that keeps no copy in Sent, so the draft looked
+        deleted) or the sent copy (an answer after close_after)."""
+        return (
+            app.state in (State.SKIPPED, State.CLOSED)
+            and not app.sent_ids.isdisjoint(message.thread_ids)
+            and takes_late_reply(app.state, apps.last_event(store, app.id))
+        )
 
     def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
         """The application a mail without In-Reply-To or References answers, if any: some

@@ -255,7 +255,7 @@ class ImapMailbox:
         inner = getattr(self.client, "_imap", None)
         if not isinstance(inner, imaplib.IMAP4):
             return dict(self.client.fetch(uids, items))
-        typ, data = inner.uid("FETCH", _uid_set(uids), b"(" + b" ".join(items) + b")")
+        typ, data = inner.uid("FETCH", _uid_set(uids), f"({b' '.join(items).decode()})")
         if typ != "OK":
             raise imaplib.IMAP4.error(f"FETCH failed: {data[0]!r}")
         found = simple_fetch(data)

@@ -47,6 +47,7 @@ class Event(StrEnum):
     FOLLOW_UP_SENT = "follow_up_sent"
     FOLLOW_UP_DRAFT_GONE = "follow_up_draft_gone"
     REPLY_RECEIVED = "reply_received"
+    LATE_REPLY = "late_reply"
     CLOSE_DUE = "close_due"
     USER_SKIPPED = "user_skipped"
     USER_CLOSED = "user_closed"
@@ -92,9 +93,23 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.FOLLOWED_UP, Event.CLOSE_DUE): (State.CLOSED, Draft.NOTHING),
     (State.REQUESTED, Event.REPLY_RECEIVED): (State.REPLIED, Draft.THANK_YOU),
     (State.FOLLOWED_UP, Event.REPLY_RECEIVED): (State.REPLIED, Draft.THANK_YOU),
+    (State.SKIPPED, Event.LATE_REPLY): (State.REPLIED, Draft.THANK_YOU),
+    (State.CLOSED, Event.LATE_REPLY): (State.REPLIED, Draft.THANK_YOU),
     **{(state, Event.USER_SKIPPED): (State.SKIPPED, Draft.NOTHING) for state in OPEN_STATES},
     **{(state, Event.USER_CLOSED): (State.CLOSED, Draft.NOTHING) for state in OPEN_STATES},
 }
+
+
+# How nextround itself ends an application, on what it infers: a draft gone from Drafts with no
+# sent copy (the client may keep none), no reply within close_after (they may answer later).
+# A reply that names our draft or the sent copy proves the first wrong and answers the
+# second: it is thanked (LATE_REPLY). What the user ended (`skip`, `close`) stays ended.
+ENDED_BY_DAEMON = frozenset({Event.REQUEST_DRAFT_GONE, Event.FOLLOW_UP_DRAFT_GONE, Event.CLOSE_DUE})
+
+
+def takes_late_reply(state: State, last_event: str | None) -> bool:
+    """Whether an ended application still takes a reply (LATE_REPLY), given its last event."""
+    return state in (State.SKIPPED, State.CLOSED) and last_event in ENDED_BY_DAEMON
 
 
 class InvalidTransition(ValueError):

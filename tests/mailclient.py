@@ -79,8 +79,13 @@ class MailClient:
         when: datetime,
         to: str | None = None,
         keep_unknown_headers: bool = False,
+        *,
+        keep_message_id: bool = False,
+        sent_copy: bool = True,
     ) -> str:
-        """Send the draft as the user would; return the sent copy's (new) Message-ID."""
+        """Send the draft as the user would; return the sent copy's Message-ID: a new one, or
+        the draft's (`keep_message_id`, as Thunderbird and Apple Mail do). Without
+        `sent_copy`, the client keeps no copy in Sent."""
         draft = self.drafts()[uid]
         sent = EmailMessage()
         for name in ("From", "To", "Subject", "In-Reply-To", "References"):
@@ -96,12 +101,15 @@ class MailClient:
         body = draft.get_content()
         sent["Date"] = format_datetime(when)
         message_id = make_msgid(domain="client.example.org")
+        if keep_message_id:
+            message_id = str(draft["Message-ID"])
         sent["Message-ID"] = message_id
         sent.set_content(body)
         recipients = [address.addr_spec for address in sent["To"].addresses]
         with smtplib.SMTP("127.0.0.1", self.smtp.port, timeout=10) as connection:
             connection.send_message(sent, to_addrs=recipients)
-        self.user.append("Sent", sent.as_bytes(), flags=["\\Seen"], date=when)
+        if sent_copy:
+            self.user.append("Sent", sent.as_bytes(), flags=["\\Seen"], date=when)
         self.delete_draft(uid)
         return message_id
 

@@ -865,3 +865,93 @@ def test_a_long_display_name_adds_no_recipient_to_the_request(world: World) -> N
     assert draft["To"] is not None, (world.status(), draft.as_bytes()[:300])
     to = [a.addr_spec for a in draft["To"].addresses]
     assert to == ["priya.raman@brightloom.io"], (str(draft["To"]), draft.as_bytes()[:300])
+
+
+REPLY_BODY = (
+    "Hi Alex,\n\nSorry for the slow answer. The panel wanted more depth on streaming systems; "
+    "otherwise it was close.\n\nPriya\n"
+)
+
+
+def test_a_reply_to_a_request_sent_from_a_client_keeping_no_sent_copy_is_thanked(
+    world: World,
+) -> None:
+    """The draft vanished with no sent copy, so the application was skipped; the reply names
+    the draft's own Message-ID (the client kept it), which proves it was sent."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, draft = world.only_draft()
+    sent_id = world.client.send_draft(
+        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+    )
+    assert sent_id == draft["Message-ID"]
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "skipped"
+
+    reply_at = T0 + timedelta(days=3)
+    reply_id = world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        reply_at,
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    [row] = world.status()
+    assert row["state"] == "replied"
+    _, thanks = world.only_draft()
+    assert str(thanks["X-Nextround-Application"]).endswith("step=thank_you")
+    assert thanks["In-Reply-To"] == reply_id
+    assert thanks["To"] == "Priya Raman <priya.raman@brightloom.io>"
+    world.once(reply_at + timedelta(days=20))
+    assert len(world.client.drafts()) == 1, "one thank-you, nothing after it"
+
+
+def test_a_reply_after_the_application_closed_is_thanked(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=8))
+    uid, _ = world.only_draft()
+    follow_up_id = world.client.send_draft(uid, T0 + timedelta(days=8, hours=1))
+    world.once(T0 + timedelta(days=8, hours=2))
+    world.once(T0 + timedelta(days=16))
+    assert world.status()[0]["state"] == "closed"
+
+    reply_at = T0 + timedelta(days=25)
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        reply_at,
+        in_reply_to=follow_up_id,
+        references=f"{sent_id} {follow_up_id}",
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    assert world.status()[0]["state"] == "replied"
+    _, thanks = world.only_draft()
+    assert str(thanks["X-Nextround-Application"]).endswith("step=thank_you")
+
+
+def test_what_the_user_skipped_stays_skipped_whatever_answers_it(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(
+        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+    )
+    assert run_cli("-c", str(world.config), "skip", "1").code == 0
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        T0 + timedelta(days=1),
+        in_reply_to=sent_id,
+    )
+    world.once(T0 + timedelta(days=1, minutes=5))
+    assert world.status()[0]["state"] == "skipped"
+    assert world.client.drafts() == {}

@@ -18,6 +18,7 @@ from nextround.daemon.lifecycle import (
     Timing,
     due_event,
     next_action,
+    takes_late_reply,
     transition,
 )
 
@@ -42,6 +43,8 @@ TABLE = [
     (S.FOLLOWED_UP, E.CLOSE_DUE, S.CLOSED, D.NOTHING),
     (S.REQUESTED, E.REPLY_RECEIVED, S.REPLIED, D.THANK_YOU),
     (S.FOLLOWED_UP, E.REPLY_RECEIVED, S.REPLIED, D.THANK_YOU),
+    (S.SKIPPED, E.LATE_REPLY, S.REPLIED, D.THANK_YOU),  # the "deleted" draft was sent
+    (S.CLOSED, E.LATE_REPLY, S.REPLIED, D.THANK_YOU),  # they answered after close_after
     *[(state, E.USER_SKIPPED, S.SKIPPED, D.NOTHING) for state in sorted(OPEN_STATES)],
     *[(state, E.USER_CLOSED, S.CLOSED, D.NOTHING) for state in sorted(OPEN_STATES)],
 ]
@@ -58,9 +61,31 @@ def test_the_table_is_the_whole_machine() -> None:
 
 @pytest.mark.parametrize("state", [S.REPLIED, S.CLOSED, S.SKIPPED])
 @pytest.mark.parametrize("event", list(Event))
-def test_terminal_states_accept_nothing(state: State, event: Event) -> None:
+def test_terminal_states_accept_nothing_but_a_late_reply(state: State, event: Event) -> None:
+    if state is not S.REPLIED and event is E.LATE_REPLY:
+        assert transition(state, event) == (S.REPLIED, D.THANK_YOU)
+        return
     with pytest.raises(InvalidTransition):
         transition(state, event)
+
+
+@pytest.mark.parametrize(
+    ("state", "last_event", "takes"),
+    [
+        (S.SKIPPED, E.REQUEST_DRAFT_GONE, True),  # the client kept no sent copy
+        (S.CLOSED, E.FOLLOW_UP_DRAFT_GONE, True),
+        (S.CLOSED, E.CLOSE_DUE, True),  # nobody answered within close_after
+        (S.SKIPPED, E.USER_SKIPPED, False),  # what the user ended stays ended
+        (S.CLOSED, E.USER_CLOSED, False),
+        (S.SKIPPED, None, False),  # opened skipped (too late to ask): nothing was sent
+        (S.REPLIED, E.REPLY_RECEIVED, False),  # thanked once
+        (S.REQUESTED, E.REQUEST_SENT, False),  # open: an ordinary reply
+    ],
+)
+def test_which_ended_applications_take_a_late_reply(
+    state: State, last_event: Event | None, takes: bool
+) -> None:
+    assert takes_late_reply(state, last_event.value if last_event else None) is takes
 
 
 @pytest.mark.parametrize(
