@@ -16,9 +16,10 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nextround.classifier.message import plain_address
 from nextround.daemon.errors import ConfigError
@@ -57,6 +58,14 @@ class ImapConfig:
 class IdentityConfig:
     name: str
     email: str
+    # Where dates in drafts are local ("my note from 3 November"): an IANA name; empty, the
+    # machine's own time zone.
+    timezone: str = ""
+
+    @property
+    def zone(self) -> tzinfo | None:
+        """The time zone dates in drafts are given in; None: the machine's."""
+        return ZoneInfo(self.timezone) if self.timezone else None
 
 
 @dataclass(frozen=True)
@@ -317,6 +326,14 @@ def _validate(config: Config) -> None:
             f"{path}: [identity] email: not a plain address of ASCII characters, as "
             "user@example.org (it is written into every draft's From)"
         )
+    if config.identity.timezone:
+        try:
+            config.identity.zone  # noqa: B018 - loaded here, so a bad name fails at start
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{path}: [identity] timezone: {config.identity.timezone!r} is not a time zone "
+                'name (examples: "Europe/Berlin", "America/New_York", "UTC")'
+            ) from None
     if config.sync.backfill_days < 0:
         raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")
     if not 0.0 < config.classifier.threshold < 1.0:

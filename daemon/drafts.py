@@ -11,7 +11,7 @@ import base64
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -137,6 +137,12 @@ def _tidy(text: str) -> str:
     """Templates with conditionals leave runs of blank lines; mail wants at most one."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def local_date(moment: datetime, zone: tzinfo | None) -> date:
+    """The day `moment` falls on where the user is (`zone`; None: the machine's time zone):
+    a note sent at 11 pm in New York was not written "on" the next day's UTC date."""
+    return moment.astimezone(zone).date()
 
 
 def draft_variables(

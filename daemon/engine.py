@@ -43,6 +43,7 @@ from nextround.daemon.drafts import (
     build_draft,
     draft_variables,
     is_reply_subject,
+    local_date,
     normalised_subject,
     parse_header_value,
     reply_subject,
@@ -187,6 +188,7 @@ class Engine:
             Path(config.templates.dir) if config.templates.dir else None
         )
         self.identity = Address(config.identity.name, config.identity.email.lower())
+        self.zone = config.identity.zone
         # How triage read the messages it decided on, until they are handled.
         self.decided: dict[str, tuple[Message, Reading]] = {}
         self.helper_from = HELPER_FROM
@@ -778,8 +780,10 @@ class Engine:
             app.role,
             app.stage,
             app.no_feedback,
-            rejected_on=app.rejection_at.date() if app.rejection_at else None,
-            request_date=app.request_sent_at.date() if app.request_sent_at else None,
+            rejected_on=local_date(app.rejection_at, self.zone) if app.rejection_at else None,
+            request_date=local_date(app.request_sent_at, self.zone)
+            if app.request_sent_at
+            else None,
         )
         return DraftSpec(
             application_id=app.id,

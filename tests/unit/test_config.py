@@ -45,6 +45,7 @@ def test_example_config_loads_with_documented_defaults() -> None:
 
 def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
+    assert config.identity.zone is None  # the machine's own time zone
     assert config.imap.inbox == "INBOX"
     assert config.imap.drafts == ""
     assert config.state.database == ""
@@ -67,6 +68,14 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         (("port = 0", "port = true"), "[imap] port: must be an integer, not a boolean"),
         (("backfill_days = 30", "backfill_days = -1"), "[sync] backfill_days: must be 0 or more"),
         (('email = "me@example.org"', 'email = "nobody"'), "[identity] email: not a plain address"),
+        (
+            ('# timezone = "Europe/Berlin"', 'timezone = "Europe/Berlinn"'),
+            "[identity] timezone: 'Europe/Berlinn' is not a time zone name",
+        ),
+        (
+            ('# timezone = "Europe/Berlin"', 'timezone = "../../etc/passwd"'),
+            "[identity] timezone: '../../etc/passwd' is not a time zone name",
+        ),
         (
             ('security = "tls"', 'security = "plain"'),
             "[imap] security: plain is only allowed to a loopback host",
@@ -146,3 +155,9 @@ def test_repr_holds_no_secret(tmp_path: Path) -> None:
     assert "password" not in repr(config).replace("password_file", "").replace(
         "password_command", ""
     )
+
+
+def test_a_time_zone_for_dates_in_drafts(tmp_path: Path) -> None:
+    text = MINIMAL.replace("[identity]", '[identity]\ntimezone = "America/New_York"')
+    zone = load_config(write(tmp_path, text)).identity.zone
+    assert zone is not None and str(zone) == "America/New_York"

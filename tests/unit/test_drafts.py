@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,6 +19,7 @@ from nextround.daemon.drafts import (
     build_draft,
     draft_variables,
     first_name,
+    local_date,
     normalised_subject,
     parse_header_value,
     reply_subject,
@@ -237,3 +239,23 @@ def test_a_draft_answering_a_long_message_id_keeps_it_literally(answers: str) ->
     }
     assert lines["In-Reply-To"] == answers, lines["In-Reply-To"]
     assert lines["References"] == answers, lines["References"]
+
+
+LATE_EVENING_IN_NEW_YORK = datetime(2026, 11, 4, 3, 30, tzinfo=UTC)  # 3 November, 22:30 there
+
+
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        (ZoneInfo("America/New_York"), date(2026, 11, 3)),
+        (ZoneInfo("Europe/Berlin"), date(2026, 11, 4)),
+        (UTC, date(2026, 11, 4)),
+    ],
+)
+def test_dates_in_drafts_are_days_where_the_user_is(zone: tzinfo, day: date) -> None:
+    assert local_date(LATE_EVENING_IN_NEW_YORK, zone) == day
+    variables = draft_variables(
+        Address("Alex Doe", "me@example.org"), None, "Acme", None, "interview", False,
+        request_date=local_date(LATE_EVENING_IN_NEW_YORK, zone),
+    )  # fmt: skip
+    assert variables["request_date"] == f"{day.day} November"
