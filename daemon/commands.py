@@ -26,7 +26,14 @@ from nextround.daemon.config import (
 )
 from nextround.daemon.credentials import describe_password_source
 from nextround.daemon.errors import NextroundError, StorageError, UsageError
-from nextround.daemon.lifecycle import Event, InvalidTransition, Timing, next_action
+from nextround.daemon.lifecycle import (
+    LATE_STATES,
+    Event,
+    InvalidTransition,
+    Timing,
+    next_action,
+    takes_late_reply,
+)
 from nextround.daemon.mailbox import Fetched, FolderInfo, FolderStatus, Mailbox
 from nextround.daemon.store import Store, cycle_lock
 from nextround.daemon.training import ModelSettings
@@ -293,6 +300,10 @@ def _user_event(args: argparse.Namespace, event: Event, verb: str) -> int:
             if app is None:
                 raise UsageError(f"no application #{args.id} (see `nextround status`)")
             try:
+                if app.state in LATE_STATES and not takes_late_reply(
+                    app.state, apps.last_event(store, app.id)
+                ):
+                    raise InvalidTransition(app.state)  # the user's own end, or never begun
                 apps.apply_event(store, app, event, now, "by the user")
             except InvalidTransition:
                 raise UsageError(

@@ -53,6 +53,7 @@ from nextround.daemon.errors import MailboxError, NextroundError
 from nextround.daemon.faults import checkpoint
 from nextround.daemon.lifecycle import (
     AWAITING_SEND,
+    LATE_STATES,
     OPEN_STATES,
     Draft,
     Event,
@@ -372,6 +373,13 @@ class Engine:
             related = self._unthreaded_reply_to(store, message)
         replying = not from_user and not is_auto_reply(message)
         for app in related:
+            draft_id = app.request_draft_message_id
+            if replying and app.state in AWAITING_SEND and draft_id in message.thread_ids:
+                # It answers our draft itself: sent from a client that keeps no copy in Sent
+                # (seen before the draft would count as deleted).
+                sent_at = app.request_drafted_at or _when(message, now)
+                self.record_sent(store, app.id, "request", draft_id, sent_at, now)
+                app = apps.get(store, app.id) or app
             late = replying and self._late_reply(store, app, message)
             if late or (app.state in REPLY_STATES and replying):
                 replier = _replier(message)
@@ -477,7 +485,8 @@ class Engine:
         names our draft (sent from a client that keeps no copy in Sent, so the draft looked
         deleted) or the sent copy (an answer after close_after)."""
         return (
-            app.state in (State.SKIPPED, State.CLOSED)
+            app.state in LATE_STATES
+            and _replier(message) is not None  # a person to thank, not an ATS's notice
             and not app.sent_ids.isdisjoint(message.thread_ids)
             and takes_late_reply(app.state, apps.last_event(store, app.id))
         )

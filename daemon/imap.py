@@ -362,12 +362,15 @@ def simple_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]] | None:
         if match is None:
             return None
         words = match.group(1).upper().split()
+        values = words[1::2]
+        if any(value[:1] == b"0" and value != b"0" for value in values):
+            return None  # imapclient keeps 0123 as bytes, not as the number
         fields: dict[bytes, Any] = {
-            name: int(value) for name, value in zip(words[::2], words[1::2], strict=True)
+            name: int(value) for name, value in zip(words[::2], values, strict=True)
         }
         uid = fields.pop(b"UID", None)
-        if uid is None:
-            return None
+        if uid is None or uid in found:
+            return None  # imapclient merges the answers for one UID
         fields[b"BODY[]<0>" if match.group(2) else b"BODY[]"] = item[1]
         found[uid] = fields
     return found

@@ -11,7 +11,9 @@ requested -> closed                      no reply after follow_up_after + close_
                                          the mail said it gives no feedback (no follow-up)
 requested | followed_up -> replied       a reply arrived (one thank-you is drafted)
 followed_up -> closed                    no reply [lifecycle] close_after after the follow-up
-any open state -> skipped | closed       the user said so (`nextround skip` / `close`)
+any open state -> skipped | closed       the user said so (`nextround skip` / `close`); so
+                                         may an application nextround ended (ENDED_BY_DAEMON),
+                                         which then takes no late reply
 
 `new` is internal: an application whose first draft has not been written yet (it lasts from
 the moment the rejection is recorded to the end of the same cycle, or until a crash is
@@ -73,6 +75,7 @@ OPEN_STATES = frozenset(
 )
 TERMINAL_STATES = frozenset({State.REPLIED, State.CLOSED, State.SKIPPED})
 AWAITING_SEND = frozenset({State.DRAFTED, State.NEEDS_CONTACT, State.STALE})
+LATE_STATES = (State.SKIPPED, State.CLOSED)  # ended, and may still take a late reply
 
 TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.NEW, Event.REQUEST_DRAFTED): (State.DRAFTED, Draft.NOTHING),
@@ -93,10 +96,12 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.FOLLOWED_UP, Event.CLOSE_DUE): (State.CLOSED, Draft.NOTHING),
     (State.REQUESTED, Event.REPLY_RECEIVED): (State.REPLIED, Draft.THANK_YOU),
     (State.FOLLOWED_UP, Event.REPLY_RECEIVED): (State.REPLIED, Draft.THANK_YOU),
-    (State.SKIPPED, Event.LATE_REPLY): (State.REPLIED, Draft.THANK_YOU),
-    (State.CLOSED, Event.LATE_REPLY): (State.REPLIED, Draft.THANK_YOU),
+    **{(state, Event.LATE_REPLY): (State.REPLIED, Draft.THANK_YOU) for state in LATE_STATES},
     **{(state, Event.USER_SKIPPED): (State.SKIPPED, Draft.NOTHING) for state in OPEN_STATES},
     **{(state, Event.USER_CLOSED): (State.CLOSED, Draft.NOTHING) for state in OPEN_STATES},
+    # Only when nextround ended it (`takes_late_reply`): the user's word then stands.
+    **{(state, Event.USER_SKIPPED): (State.SKIPPED, Draft.NOTHING) for state in LATE_STATES},
+    **{(state, Event.USER_CLOSED): (State.CLOSED, Draft.NOTHING) for state in LATE_STATES},
 }
 
 
@@ -108,8 +113,9 @@ ENDED_BY_DAEMON = frozenset({Event.REQUEST_DRAFT_GONE, Event.FOLLOW_UP_DRAFT_GON
 
 
 def takes_late_reply(state: State, last_event: str | None) -> bool:
-    """Whether an ended application still takes a reply (LATE_REPLY), given its last event."""
-    return state in (State.SKIPPED, State.CLOSED) and last_event in ENDED_BY_DAEMON
+    """Whether an ended application still takes a reply (LATE_REPLY), or the user's own end
+    (`skip`, `close`), given its last event."""
+    return state in LATE_STATES and last_event in ENDED_BY_DAEMON
 
 
 class InvalidTransition(ValueError):

@@ -955,3 +955,105 @@ def test_what_the_user_skipped_stays_skipped_whatever_answers_it(world: World) -
     world.once(T0 + timedelta(days=1, minutes=5))
     assert world.status()[0]["state"] == "skipped"
     assert world.client.drafts() == {}
+
+
+def test_a_reply_naming_the_draft_before_it_counted_as_deleted_is_thanked(world: World) -> None:
+    """Sent from a client keeping no sent copy, and answered before the draft counted as
+    deleted (the daemon was down meanwhile): the reply names the draft, so it was sent."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(
+        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+    )
+    reply_at = T0 + timedelta(days=1)
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        reply_at,
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    world.once(reply_at + timedelta(hours=1))
+    [row] = world.status()
+    assert row["state"] == "replied", row
+    _, thanks = world.only_draft()
+    assert str(thanks["X-Nextround-Application"]).endswith("step=thank_you")
+
+
+def test_a_second_late_reply_drafts_no_second_thank_you(world: World) -> None:
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(
+        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+    )
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "skipped"
+    for day in (3, 4):
+        world.deliver(
+            "Priya Raman <priya.raman@brightloom.io>",
+            "Re: Your application for Senior Data Engineer",
+            REPLY_BODY,
+            T0 + timedelta(days=day),
+            in_reply_to=sent_id,
+            references=f"{rejection_id} {sent_id}",
+        )
+        world.once(T0 + timedelta(days=day, minutes=5))
+    assert world.status()[0]["state"] == "replied"
+    assert len(world.client.drafts()) == 1
+
+
+def test_the_user_may_end_what_nextround_closed_and_no_late_reply_reopens_it(
+    world: World,
+) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=8))
+    uid, _ = world.only_draft()
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(days=8, hours=1))
+    world.once(T0 + timedelta(days=8, hours=2))
+    assert world.status()[0]["state"] == "closed"
+    result = run_cli("-c", str(world.config), "skip", "1")
+    assert result.code == 0, result.err
+    again = run_cli("-c", str(world.config), "close", "1")
+    assert again.code == 2 and "is skipped" in again.err  # once is the user's word
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        T0 + timedelta(days=12),
+        in_reply_to=sent_id,
+    )
+    world.once(T0 + timedelta(days=12, minutes=5))
+    assert world.status()[0]["state"] == "skipped"
+    assert world.client.drafts() == {}
+
+
+def test_an_ats_notice_threading_to_the_sent_request_reopens_nothing(world: World) -> None:
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=8))
+    world.once(T0 + timedelta(days=16))
+    assert world.status()[0]["state"] == "closed"
+    world.deliver(
+        "Brightloom Careers <no-reply@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "This mailbox is not monitored. Please visit our careers site for updates.\n",
+        T0 + timedelta(days=20),
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+    )
+    world.once(T0 + timedelta(days=20, minutes=5))
+    assert world.status()[0]["state"] == "closed"
+    assert len(world.client.drafts()) == 1  # the unsent follow-up, nothing more

@@ -9,14 +9,17 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import imapclient
 import pytest
 from dovecot import Dovecot, MailUser
 from support import ConfigWriter, run_cli
+from tcpproxy import TcpProxy
 
 from nextround.classifier.message import Message
 from nextround.daemon import imap
 from nextround.daemon.config import Config, load_config
-from nextround.daemon.errors import StorageError
+from nextround.daemon.errors import ConnectError, StorageError
+from nextround.daemon.imap import ImapMailbox, untraced
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.parse import parse_message
 from nextround.daemon.session import Session, open_session
@@ -360,3 +363,41 @@ def test_once_and_status_from_the_command_line(
 
 def test_dovecot_fixture_is_real(dovecot: Dovecot) -> None:
     assert dovecot.running
+
+
+FETCH_BODY = b"From: a@b.example\r\nSubject: hi\r\n\r\n" + b"x" * 20000 + b"\r\n"
+
+
+def _mailbox(host: str, port: int, user: MailUser) -> ImapMailbox:
+    client = imapclient.IMAPClient(host, port=port, ssl=False, timeout=10)
+    untraced(client)
+    client.login(user.username, user.password)
+    return ImapMailbox(client, host)
+
+
+def test_a_connection_dropped_inside_a_body_is_a_connect_error(mailbox_user: MailUser) -> None:
+    uids = [mailbox_user.append("INBOX", FETCH_BODY) for _ in range(3)]
+    server = mailbox_user.server
+    with TcpProxy(server.host, server.port_plain) as proxy:
+        mailbox = _mailbox("127.0.0.1", proxy.port, mailbox_user)
+        mailbox.select("INBOX")
+        proxy.drop_after_bytes_down(30000)  # inside the second body
+        with pytest.raises(ConnectError):
+            list(mailbox.fetch(uids, 100000))
+
+
+def test_an_unsolicited_fetch_of_flags_in_the_answer_loses_no_message(
+    mailbox_user: MailUser,
+) -> None:
+    """Another session flags a message: Dovecot's untagged FETCH (FLAGS) comes with the
+    bodies, an answer the adapter leaves to imapclient's parser."""
+    uids = [mailbox_user.append("INBOX", FETCH_BODY) for _ in range(2)]
+    server = mailbox_user.server
+    mailbox = _mailbox(server.host, server.port_plain, mailbox_user)
+    mailbox.select("INBOX")
+    with mailbox_user.client() as other:
+        other.select_folder("INBOX")
+        other.add_flags([uids[0]], [b"\\Flagged"])
+    got = {item.uid: item.raw for item in mailbox.fetch(uids, 100000)}
+    assert sorted(got) == sorted(uids)
+    assert all(raw == FETCH_BODY for raw in got.values())

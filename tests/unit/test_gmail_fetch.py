@@ -87,5 +87,17 @@ def test_any_other_answer_is_left_to_imapclient(data: list[object]) -> None:
     assert simple_fetch(data) is None
 
 
+@pytest.mark.parametrize(
+    "heads",
+    [
+        # Two answers for one UID: imapclient merges them (the first's size is kept).
+        (b"1 (UID 12 RFC822.SIZE 4711 X-GM-THRID 77 BODY[]<0>", b"1 (UID 12 BODY[]<0>"),
+        (b"1 (UID 12 RFC822.SIZE 7 X-GM-THRID 0123 BODY[]<0>",),  # kept as bytes b"0123"
+    ],
+)
+def test_answers_imapclient_reads_its_own_way_are_left_to_it(heads: tuple[bytes, ...]) -> None:
+    assert simple_fetch(answer(*heads)) is None
+
+
 def test_an_empty_answer_is_no_messages() -> None:
     assert simple_fetch([None]) == {}

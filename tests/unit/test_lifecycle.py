@@ -45,6 +45,11 @@ TABLE = [
     (S.FOLLOWED_UP, E.REPLY_RECEIVED, S.REPLIED, D.THANK_YOU),
     (S.SKIPPED, E.LATE_REPLY, S.REPLIED, D.THANK_YOU),  # the "deleted" draft was sent
     (S.CLOSED, E.LATE_REPLY, S.REPLIED, D.THANK_YOU),  # they answered after close_after
+    # The user ends for good what nextround ended (commands check takes_late_reply first).
+    (S.SKIPPED, E.USER_SKIPPED, S.SKIPPED, D.NOTHING),
+    (S.SKIPPED, E.USER_CLOSED, S.CLOSED, D.NOTHING),
+    (S.CLOSED, E.USER_SKIPPED, S.SKIPPED, D.NOTHING),
+    (S.CLOSED, E.USER_CLOSED, S.CLOSED, D.NOTHING),
     *[(state, E.USER_SKIPPED, S.SKIPPED, D.NOTHING) for state in sorted(OPEN_STATES)],
     *[(state, E.USER_CLOSED, S.CLOSED, D.NOTHING) for state in sorted(OPEN_STATES)],
 ]
@@ -61,9 +66,11 @@ def test_the_table_is_the_whole_machine() -> None:
 
 @pytest.mark.parametrize("state", [S.REPLIED, S.CLOSED, S.SKIPPED])
 @pytest.mark.parametrize("event", list(Event))
-def test_terminal_states_accept_nothing_but_a_late_reply(state: State, event: Event) -> None:
-    if state is not S.REPLIED and event is E.LATE_REPLY:
-        assert transition(state, event) == (S.REPLIED, D.THANK_YOU)
+def test_terminal_states_accept_nothing_but_a_late_reply_or_the_users_end(
+    state: State, event: Event
+) -> None:
+    if state is not S.REPLIED and event in (E.LATE_REPLY, E.USER_SKIPPED, E.USER_CLOSED):
+        assert transition(state, event)[0] in (S.REPLIED, S.SKIPPED, S.CLOSED)
         return
     with pytest.raises(InvalidTransition):
         transition(state, event)
