@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = add(name, getattr(commands, name), event_help, f"nextround {name} 3")
         sub.add_argument("id", type=int, metavar="ID", help="the application's id (see status)")
+        sub.add_argument(
+            "--wait",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="how long to wait for a cycle running on this state to finish (default: 60)",
+        )
     label = add(
         "label",
         commands.label,

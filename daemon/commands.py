@@ -295,7 +295,9 @@ def _user_event(args: argparse.Namespace, event: Event, verb: str) -> int:
     store = open_store(config)
     now = datetime.now(UTC)
     try:
-        with store.transaction():
+        # Between cycles only: a cycle acts on what it read at its start, and would write
+        # over the user's word (a draft gone, a close due) with its own.
+        with cycle_lock(config.database_path, args.wait), store.transaction():
             app = apps.get(store, args.id)
             if app is None:
                 raise UsageError(f"no application #{args.id} (see `nextround status`)")

@@ -16,10 +16,10 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from datetime import timedelta, tzinfo
+from datetime import UTC, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from nextround.classifier.message import plain_address
 from nextround.daemon.errors import ConfigError
@@ -65,7 +65,9 @@ class IdentityConfig:
     @property
     def zone(self) -> tzinfo | None:
         """The time zone dates in drafts are given in; None: the machine's."""
-        return ZoneInfo(self.timezone) if self.timezone else None
+        if not self.timezone:
+            return None
+        return UTC if self.timezone == "UTC" else ZoneInfo(self.timezone)  # UTC needs no files
 
 
 @dataclass(frozen=True)
@@ -329,10 +331,11 @@ def _validate(config: Config) -> None:
     if config.identity.timezone:
         try:
             config.identity.zone  # noqa: B018 - loaded here, so a bad name fails at start
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory's name
+            missing = "" if available_timezones() else " (this machine has no time zone data)"
             raise ConfigError(
                 f"{path}: [identity] timezone: {config.identity.timezone!r} is not a time zone "
-                'name (examples: "Europe/Berlin", "America/New_York", "UTC")'
+                f'name{missing} (examples: "Europe/Berlin", "America/New_York", "UTC")'
             ) from None
     if config.sync.backfill_days < 0:
         raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")

@@ -374,9 +374,9 @@ class Engine:
         replying = not from_user and not is_auto_reply(message)
         for app in related:
             draft_id = app.request_draft_message_id
-            if replying and app.state in AWAITING_SEND and draft_id in message.thread_ids:
-                # It answers our draft itself: sent from a client that keeps no copy in Sent
-                # (seen before the draft would count as deleted).
+            if not from_user and app.state in AWAITING_SEND and draft_id in message.thread_ids:
+                # It answers our draft itself, if only by an out-of-office notice: sent from
+                # a client that keeps no copy in Sent (before the draft counted as deleted).
                 sent_at = app.request_drafted_at or _when(message, now)
                 self.record_sent(store, app.id, "request", draft_id, sent_at, now)
                 app = apps.get(store, app.id) or app

@@ -1057,3 +1057,70 @@ def test_an_ats_notice_threading_to_the_sent_request_reopens_nothing(world: Worl
     world.once(T0 + timedelta(days=20, minutes=5))
     assert world.status()[0]["state"] == "closed"
     assert len(world.client.drafts()) == 1  # the unsent follow-up, nothing more
+
+
+def test_an_out_of_office_naming_the_draft_proves_it_was_sent(world: World) -> None:
+    """No thank-you for a notice, but the request was sent: a follow-up is due later."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(
+        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+    )
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Out of office: Re: Your application for Senior Data Engineer",
+        "I am out of the office until Monday and will reply when I am back.\n",
+        T0 + timedelta(minutes=31),
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+        Auto_Submitted="auto-replied",
+    )
+    for at in (timedelta(minutes=35), timedelta(hours=1), timedelta(hours=2)):
+        world.once(T0 + at)
+    assert world.status()[0]["state"] == "requested"
+    assert world.client.drafts() == {}
+    world.once(T0 + timedelta(days=8))
+    _, follow_up = world.only_draft()
+    assert str(follow_up["X-Nextround-Application"]).endswith("step=follow_up")
+
+
+def test_skip_waits_for_a_running_cycle_and_is_never_written_over(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`skip` run while a cycle is between reading the pending drafts and deciding one is
+    gone: it waits for the cycle (here: gives up at once), so the cycle cannot write its
+    "draft gone" over the user's skip; run again, it ends the application for good."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(
+        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+    )
+    world.once(T0 + timedelta(hours=1))  # the draft is missing from now on
+    original = ImapMailbox.folder_headers
+    during: list[tuple[int, str]] = []
+
+    def folder_headers(self: ImapMailbox, folder: str) -> dict[int, bytes]:
+        if not during:  # the user's command, while this IMAP call is in flight
+            result = run_cli("-c", str(world.config), "skip", "1", "--wait", "0")
+            during.append((result.code, result.err))
+        return original(self, folder)
+
+    monkeypatch.setattr(ImapMailbox, "folder_headers", folder_headers)
+    world.once(T0 + timedelta(hours=2))
+    monkeypatch.undo()
+    assert during and during[0][0] == 1 and "another nextround cycle is running" in during[0][1]
+    assert world.status()[0]["state"] == "skipped"  # the cycle's: the draft is gone
+    assert run_cli("-c", str(world.config), "skip", "1").code == 0  # now the user's
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        T0 + timedelta(days=1),
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+    )
+    world.once(T0 + timedelta(days=1, minutes=5))
+    assert world.status()[0]["state"] == "skipped", "the user's skip stands"
+    assert world.client.drafts() == {}

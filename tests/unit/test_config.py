@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,10 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         (
             ('# timezone = "Europe/Berlin"', 'timezone = "../../etc/passwd"'),
             "[identity] timezone: '../../etc/passwd' is not a time zone name",
+        ),
+        (
+            ('# timezone = "Europe/Berlin"', 'timezone = "Europe"'),  # a directory of zones
+            "[identity] timezone: 'Europe' is not a time zone name",
         ),
         (
             ('security = "tls"', 'security = "plain"'),
@@ -161,3 +167,19 @@ def test_a_time_zone_for_dates_in_drafts(tmp_path: Path) -> None:
     text = MINIMAL.replace("[identity]", '[identity]\ntimezone = "America/New_York"')
     zone = load_config(write(tmp_path, text)).identity.zone
     assert zone is not None and str(zone) == "America/New_York"
+
+
+def test_without_time_zone_data_utc_still_works_and_other_names_say_why(
+    tmp_path: Path,
+) -> None:
+    zoneinfo.reset_tzpath(to=[])  # a machine without /usr/share/zoneinfo or tzdata
+    zoneinfo.ZoneInfo.clear_cache()
+    try:
+        utc = MINIMAL.replace("[identity]", '[identity]\ntimezone = "UTC"')
+        assert load_config(write(tmp_path, utc)).identity.zone == UTC
+        berlin = MINIMAL.replace("[identity]", '[identity]\ntimezone = "Europe/Berlin"')
+        with pytest.raises(ConfigError, match="this machine has no time zone data"):
+            load_config(write(tmp_path, berlin))
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
