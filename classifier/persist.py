@@ -39,7 +39,9 @@ class ModelFileError(ValueError):
 def private_directory(directory: Path) -> None:
     """Make `directory` with each missing parent 0700 (mkdir's `mode` is not applied to the
     parents, which a umask of 0 would leave writable by anyone). One that exists is left as
-    it is, with a warning when other users may enter it: it may hold more than ours."""
+    it is, with a warning when other users may write in it (replace or add files): it may
+    hold more than ours. Reading it is harmless, as our files are 0600: /etc/nextround is
+    0755 on purpose (docs/install.md)."""
     missing = []
     while not directory.exists():
         missing.append(directory)
@@ -50,9 +52,9 @@ def private_directory(directory: Path) -> None:
     if not missing:
         with contextlib.suppress(OSError):
             mode = stat.S_IMODE(directory.stat().st_mode)
-            if mode & 0o077:
+            if mode & 0o022:
                 logger.warning(
-                    "%s is open to other users (mode %o); run: chmod 700 %s",
+                    "%s is writable by other users (mode %o); run: chmod go-w %s",
                     directory, mode, directory,
                 )  # fmt: skip
 

@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Its reader went (`nextround status | head`): Python's advice, so that the flush
+        # at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 def configure_logging(level: str) -> None:
@@ -123,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument(
         "--wait",
-        type=float,
+        type=seconds,
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for a cycle already running on this state (the service's) "
@@ -157,10 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("close", "close an application: nothing more is drafted for it"),
     ):
         sub = add(name, getattr(commands, name), event_help, f"nextround {name} 3")
-        sub.add_argument("id", type=int, metavar="ID", help="the application's id (see status)")
+        sub.add_argument(
+            "id", type=application_id, metavar="ID", help="the application's id (see status)"
+        )
         sub.add_argument(
             "--wait",
-            type=float,
+            type=seconds,
             default=60.0,
             metavar="SECONDS",
             help="how long to wait for a cycle running on this state to finish (default: 60)",
@@ -177,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         commands.run,
         "run as a service: poll and IDLE, draft as mail arrives (SIGHUP reloads the config)",
-        "nextround run --log-level info",
+        "nextround --log-level info run",
     )
     init = add(
         "init",
@@ -188,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--host", help="the IMAP server")
     init.add_argument("--username", help="the IMAP login name")
     init.add_argument("--name", help="your name, as drafts are signed")
-    init.add_argument("--email", help="your address (default: the user name)")
+    init.add_argument("--email", help="your address (default: the user name, if it is one)")
     init.add_argument("--security", choices=["tls", "starttls", "plain"], default=None)
     init.add_argument("--port", type=int, default=None)
     secret = init.add_mutually_exclusive_group()
@@ -212,6 +219,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep", type=Path, metavar="DIR", help="keep the demo's state directory in DIR"
     )
     return parser
+
+
+def application_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an application id: {text!r}") from None
+    if not 1 <= value < 2**63:  # what SQLite holds
+        raise argparse.ArgumentTypeError(f"no application has the id {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {text}")
+    return value
 
 
 def parse_now(text: str) -> datetime:

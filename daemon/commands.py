@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import email
+import email.message
+import email.policy
 import json
 import logging
 import os
@@ -25,7 +28,13 @@ from nextround.daemon.config import (
     load_config,
 )
 from nextround.daemon.credentials import describe_password_source
-from nextround.daemon.errors import NextroundError, StorageError, UsageError
+from nextround.daemon.errors import (
+    ConfigError,
+    NextroundError,
+    StorageError,
+    TemplateError,
+    UsageError,
+)
 from nextround.daemon.lifecycle import (
     LATE_STATES,
     Event,
@@ -72,11 +81,18 @@ def open_store(config: Config) -> Store:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from nextround.daemon.drafts import Renderer
     from nextround.daemon.session import open_session
 
     config = load(args)
     imap = config.imap
     print(f"config       {config.path}")
+    if config.templates.dir:
+        try:
+            Renderer(Path(config.templates.dir)).check()
+        except TemplateError as error:
+            raise ConfigError(f"{config.path}: [templates] dir: {error}") from None
+        print(f"templates    {config.templates.dir} (each renders)")
     print(f"server       {imap.host}:{imap.effective_port} ({imap.security})")
     print(f"password     from {describe_password_source(imap)}")
     session = open_session(config)
@@ -121,10 +137,10 @@ def once(args: argparse.Namespace) -> int:
     for change in report.events:
         print(f"  {change}")
     for draft in report.drafts:
-        verb = "would draft" if args.dry_run else ("found existing" if draft.reused else "drafted")
+        verb = "found existing" if draft.reused else "would draft" if args.dry_run else "drafted"
         print(f"  {verb} #{draft.application_id} {draft.step} to {draft.to or '(nobody yet)'}")
-        if args.dry_run:
-            print("\n".join(f"    | {line}" for line in draft.raw.decode().splitlines()))
+        if args.dry_run and not draft.reused:
+            print("\n".join(f"    | {line}" for line in _readable(draft.raw).splitlines()))
     return EXIT_OK
 
 
@@ -154,6 +170,15 @@ def cycle_store(config: Config, dry_run: bool) -> Iterator[Store]:
             yield store
         finally:
             store.close()
+
+
+def _readable(raw: bytes) -> str:
+    """A draft as a person reads it: its main headers and its decoded text."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)  # noqa: S101 - the policy's class
+    names = ("From", "To", "Subject", "In-Reply-To")
+    lines = [f"{name}: {message[name]}" for name in names if message[name] is not None]
+    return "\n".join(lines) + "\n\n" + str(message.get_content())
 
 
 class DryRunMailbox:
@@ -259,19 +284,34 @@ def status(args: argparse.Namespace) -> int:
     if not rows:
         print("no applications yet" + ("" if folders else ": run `nextround once`"))
         return EXIT_OK
-    print(
-        f"{'ID':>3} {'COMPANY':<20} {'ROLE':<24} {'STAGE':<11} {'STATE':<13} {'CONTACT':<26} NEXT"
+    # As wide as the longest value; company and role cut (marked) past a limit, never the
+    # contact, an address the user may need to copy.
+    cells = [
+        (row, _cut(row["company"] or "?", 30), _cut(row["role"] or "?", 40), row["contact"] or "-")
+        for row in rows
+    ]
+    company, role, contact = (
+        max(len(title), *(len(cell[i]) for cell in cells))
+        for i, title in ((1, "COMPANY"), (2, "ROLE"), (3, "CONTACT"))
     )
-    for row in rows:
+    print(
+        f"{'ID':>3} {'COMPANY':<{company}} {'ROLE':<{role}} {'STAGE':<11} {'STATE':<13} "
+        f"{'CONTACT':<{contact}} NEXT"
+    )
+    for row, company_cell, role_cell, contact_cell in cells:
         when = (
             f" at {row['next_action_at'][:16].replace('T', ' ')}" if row["next_action_at"] else ""
         )
         print(
-            f"{row['id']:>3} {(row['company'] or '?')[:20]:<20} {(row['role'] or '?')[:24]:<24} "
-            f"{row['stage'] or '-':<11} {row['state']:<13} {(row['contact'] or '-')[:26]:<26} "
+            f"{row['id']:>3} {company_cell:<{company}} {role_cell:<{role}} "
+            f"{row['stage'] or '-':<11} {row['state']:<13} {contact_cell:<{contact}} "
             f"{row['next_action']}{when}"
         )
     return EXIT_OK
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 def print_folders(folders: list[dict[str, Any]], skipped: list[tuple[str, int, str, str]]) -> None:
@@ -290,7 +330,7 @@ def print_folders(folders: list[dict[str, Any]], skipped: list[tuple[str, int, s
             print(f"  {folder_name} UID {uid} {message_id}: {error}")
 
 
-def _user_event(args: argparse.Namespace, event: Event, verb: str) -> int:
+def _user_event(args: argparse.Namespace, event: Event, verb: str, done: str) -> int:
     config = load(args)
     store = open_store(config)
     now = datetime.now(UTC)
@@ -313,16 +353,16 @@ def _user_event(args: argparse.Namespace, event: Event, verb: str) -> int:
                 ) from None
     finally:
         store.close()
-    print(f"#{args.id} {verb}ed: nothing more will be drafted for it")
+    print(f"#{args.id} {done}: nothing more will be drafted for it")
     return EXIT_OK
 
 
 def skip(args: argparse.Namespace) -> int:
-    return _user_event(args, Event.USER_SKIPPED, "skipp")
+    return _user_event(args, Event.USER_SKIPPED, "skip", "skipped")
 
 
 def close(args: argparse.Namespace) -> int:
-    return _user_event(args, Event.USER_CLOSED, "clos")
+    return _user_event(args, Event.USER_CLOSED, "close", "closed")
 
 
 def label(args: argparse.Namespace) -> int:
@@ -471,5 +511,13 @@ def init(args: argparse.Namespace) -> int:
         )
     }
     written = write_config(path, values, terminal_ask())
-    print(f"wrote {written} (mode 0600); next: nextround check-config")
+    print(f"wrote {written} (mode 0600)")
+    if not (values["password_command"] or values["password_file"]):
+        print(
+            "next: tell nextround where your IMAP password is: set password_file or "
+            f"password_command in {written} (its comments show how), or the environment "
+            "variable NEXTROUND_IMAP_PASSWORD; then run: nextround check-config"
+        )
+    else:
+        print("next: nextround check-config")
     return EXIT_OK

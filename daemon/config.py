@@ -306,7 +306,7 @@ def _validate(config: Config) -> None:
     if not imap.host.strip():
         raise ConfigError(f"{path}: [imap] host: must not be empty")
     if not 0 <= imap.port <= 65535:
-        raise ConfigError(f"{path}: [imap] port: must be between 1 and 65535")
+        raise ConfigError(f"{path}: [imap] port: must be between 0 (the default) and 65535")
     if imap.security == "plain" and not is_loopback(imap.host):
         raise ConfigError(
             f"{path}: [imap] security: plain is only allowed to a loopback host, "
@@ -321,8 +321,8 @@ def _validate(config: Config) -> None:
             f'{path}: [imap] oauth2_token_command: required when auth = "oauth2" '
             "(a command that prints a fresh access token)"
         )
-    if imap.timeout <= 0:
-        raise ConfigError(f"{path}: [imap] timeout: must be a positive number of seconds")
+    if not 0 < imap.timeout <= 3600:  # also refuses nan
+        raise ConfigError(f"{path}: [imap] timeout: must be a number of seconds up to 3600")
     if not plain_address(config.identity.email):
         raise ConfigError(
             f"{path}: [identity] email: not a plain address of ASCII characters, as "
@@ -337,8 +337,8 @@ def _validate(config: Config) -> None:
                 f"{path}: [identity] timezone: {config.identity.timezone!r} is not a time zone "
                 f'name{missing} (examples: "Europe/Berlin", "America/New_York", "UTC")'
             ) from None
-    if config.sync.backfill_days < 0:
-        raise ConfigError(f"{path}: [sync] backfill_days: must be 0 or more")
+    if not 0 <= config.sync.backfill_days <= MAX_DAYS:
+        raise ConfigError(f"{path}: [sync] backfill_days: must be between 0 and {MAX_DAYS}")
     if not 0.0 < config.classifier.threshold < 1.0:
         raise ConfigError(f"{path}: [classifier] threshold: must be between 0 and 1")
     durations = [
@@ -353,6 +353,8 @@ def _validate(config: Config) -> None:
                 raise ConfigError(f"{path}: [{section}] {key}: {error}") from None
             if duration.total_seconds() <= 0:
                 raise ConfigError(f"{path}: [{section}] {key}: must be longer than zero")
+            if duration > timedelta(days=MAX_DAYS):
+                raise ConfigError(f"{path}: [{section}] {key}: must be at most {MAX_DAYS}d")
     for stage in config.lifecycle.stages:
         if stage not in ("interview", "application"):
             raise ConfigError(
@@ -361,6 +363,9 @@ def _validate(config: Config) -> None:
     if config.sync.max_message_bytes < 64 * 1024:
         raise ConfigError(f"{path}: [sync] max_message_bytes: must be at least 65536")
 
+
+# A hundred years: any longer and the dates it gives overflow (and mean nothing anyway).
+MAX_DAYS = 36_500
 
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -372,7 +377,10 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION_PART.findall(compact)
     if not compact or "".join(number + unit for number, unit in parts) != compact:
         raise ValueError(f"not a duration: {text!r} (examples: 7d, 36h, 90m)")
-    return timedelta(**{_UNITS[unit]: int(number) for number, unit in parts})
+    try:
+        return timedelta(**{_UNITS[unit]: int(number) for number, unit in parts})
+    except OverflowError:
+        raise ValueError(f"too long: {text!r}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -132,6 +132,20 @@ class Renderer:
             raise TemplateError(f"{template.filename or name}: {error.message}") from None
         return _tidy(text)
 
+    def check(self) -> None:
+        """Render every template as drafts do (stages, with and without a contact, with and
+        without a no-feedback note): raises the TemplateError a cycle would meet."""
+        me, contact = Address("Alex Doe", "me@example.org"), Address("Jane Roe", "j@example.org")
+        for step in ("request", "follow_up", "thank_you"):
+            for stage in ("interview", "application"):
+                for to in (contact, None):
+                    for no_feedback in (False, True):
+                        day = date(2026, 11, 3)
+                        variables = draft_variables(
+                            me, to, "Acme", "Engineer", stage, no_feedback, day, day
+                        )
+                        self.render(template_name(step, stage), variables)
+
 
 def _tidy(text: str) -> str:
     """Templates with conditionals leave runs of blank lines; mail wants at most one."""

@@ -75,7 +75,13 @@ def write_config(
             if ask is None:
                 flags = ", ".join(f"--{k}" for k in questions if not values.get(k))
                 raise UsageError(f"not a terminal: give {flags}")
-            values[key] = ask(f"{question}: ").strip()
+            try:
+                values[key] = ask(f"{question}: ").strip()
+            except EOFError:
+                raise UsageError("input ended before every question was answered") from None
+    for key, value in values.items():
+        if value is not None and not str(value).isprintable():
+            raise UsageError(f"--{key.replace('_', '-')}: control characters are not allowed")
     security = values.get("security") or "tls"
     password_line = '# password_command = ""'  # noqa: S105 - a commented-out example
     if values.get("password_command"):

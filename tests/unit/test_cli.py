@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from support import run_cli
 
 from nextround.daemon.cli import build_parser, main, parse_now
+from nextround.daemon.errors import UsageError
+from nextround.daemon.init import write_config
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -52,3 +60,97 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["no-such-command"])
     assert caught.value.code == 2
+
+
+def test_every_example_in_help_parses() -> None:
+    """A user copies the example: it must be a command line the parser takes."""
+    for name, sub in {"": build_parser(), **subcommands()}.items():
+        example = sub.epilog.split("example:\n", 1)[1].strip() if sub.epilog else ""
+        assert example.startswith("nextround "), name
+        parsed = build_parser().parse_args(shlex.split(example)[1:])
+        assert parsed.command is not None, example
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["skip", "99999999999999999999999"], "no application has the id"),
+        (["close", "0"], "no application has the id"),
+        (["skip", "1", "--wait", "-5"], "must be between 0 and 86400 seconds"),
+        (["once", "--wait", "nan"], "must be between 0 and 86400 seconds"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("Al\x7fex", "--name: control characters are not allowed"), ("Alex\nDoe", "--name")],
+)
+def test_init_refuses_control_characters(tmp_path: Path, name: str, expected: str) -> None:
+    result = run_cli(
+        "-c", str(tmp_path / "c.toml"), "init", "--host", "imap.example.org",
+        "--username", "me@example.org", "--name", name,
+    )  # fmt: skip
+    assert result.code == 2 and expected in result.err, result.err
+    assert "Traceback" not in result.err and not (tmp_path / "c.toml").exists()
+
+
+def test_init_input_ending_early_is_a_usage_error(tmp_path: Path) -> None:
+    def ask(question: str) -> str:
+        raise EOFError
+
+    with pytest.raises(UsageError, match="input ended before every question was answered"):
+        write_config(tmp_path / "c.toml", {"host": "imap.example.org"}, ask)
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_init_says_where_the_password_goes_when_it_was_not_given(tmp_path: Path) -> None:
+    result = run_cli(
+        "-c", str(tmp_path / "c.toml"), "init", "--host", "imap.example.org",
+        "--username", "me@example.org", "--name", "Alex Doe",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "password_file or password_command" in result.out
+    assert "NEXTROUND_IMAP_PASSWORD" in result.out
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    """`nextround status | head -1`: the pipe is closed before nextround writes."""
+    config = tmp_path / "c.toml"
+    assert run_cli(
+        "-c", str(config), "init", "--host", "imap.example.org",
+        "--username", "me@example.org", "--name", "Alex Doe",
+    ).code == 0  # fmt: skip
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "nextround.daemon.cli", "-c", str(config), "status"],
+            stdout=write, stderr=subprocess.PIPE, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+
+
+def test_check_config_renders_the_users_templates(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    assert run_cli(
+        "-c", str(config), "init", "--host", "imap.example.org",
+        "--username", "me@example.org", "--name", "Alex Doe",
+    ).code == 0  # fmt: skip
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thank_you.txt.j2").write_text("Thanks {{ greeting }\n")
+    with config.open("a") as file:
+        file.write('\n[templates]\ndir = "mine"\n')
+    result = run_cli("-c", str(config), "check-config")
+    assert result.code == 2, result.err
+    assert f"{config}: [templates] dir: " in result.err and "thank_you.txt.j2" in result.err

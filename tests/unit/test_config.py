@@ -68,7 +68,24 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         (('security = "tls"', 'security = "ssl"'), "[imap] security: must be one of"),
         (("port = 0", 'port = "993"'), "[imap] port: must be an integer, not a string"),
         (("port = 0", "port = true"), "[imap] port: must be an integer, not a boolean"),
-        (("backfill_days = 30", "backfill_days = -1"), "[sync] backfill_days: must be 0 or more"),
+        (
+            ("backfill_days = 30", "backfill_days = -1"),
+            "[sync] backfill_days: must be between 0 and 36500",
+        ),
+        (
+            ("backfill_days = 30", "backfill_days = 99999999999"),
+            "[sync] backfill_days: must be between 0 and 36500",
+        ),
+        (
+            ('follow_up_after = "7d"', 'follow_up_after = "99999999999d"'),
+            "[lifecycle] follow_up_after: too long",
+        ),
+        (
+            ('follow_up_after = "7d"', 'follow_up_after = "36501d"'),
+            "[lifecycle] follow_up_after: must be at most 36500d",
+        ),
+        (("timeout = 60.0", "timeout = nan"), "[imap] timeout: must be a number of seconds"),
+        (("timeout = 60.0", "timeout = inf"), "[imap] timeout: must be a number of seconds"),
         (('email = "me@example.org"', 'email = "nobody"'), "[identity] email: not a plain address"),
         (
             ('# timezone = "Europe/Berlin"', 'timezone = "Europe/Berlinn"'),
