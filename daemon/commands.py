@@ -510,6 +510,11 @@ def init(args: argparse.Namespace) -> int:
             "password_file",
         )
     }
+    given = values["password_file"]
+    if given and not given.startswith(("/", "~")):
+        # Relative to where the user typed it, not to the config file's folder, against
+        # which the config reads a relative path.
+        values["password_file"] = str(Path.cwd() / given)
     written = write_config(path, values, terminal_ask())
     print(f"wrote {written} (mode 0600)")
     if not (values["password_command"] or values["password_file"]):

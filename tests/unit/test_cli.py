@@ -13,6 +13,7 @@ import pytest
 from support import run_cli
 
 from nextround.daemon.cli import build_parser, main, parse_now
+from nextround.daemon.config import load_config
 from nextround.daemon.errors import UsageError
 from nextround.daemon.init import write_config
 
@@ -154,3 +155,17 @@ def test_check_config_renders_the_users_templates(tmp_path: Path) -> None:
     result = run_cli("-c", str(config), "check-config")
     assert result.code == 2, result.err
     assert f"{config}: [templates] dir: " in result.err and "thank_you.txt.j2" in result.err
+
+
+def test_init_takes_a_relative_password_file_from_where_the_user_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secrets").mkdir()
+    result = run_cli(
+        "-c", str(tmp_path / "cfg" / "c.toml"), "init", "--host", "imap.example.org",
+        "--username", "me@example.org", "--name", "Alex Doe", "--password-file", "secrets/pw",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    config = load_config(tmp_path / "cfg" / "c.toml")
+    assert Path(config.imap.password_file) == tmp_path / "secrets" / "pw"
