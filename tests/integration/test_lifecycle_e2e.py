@@ -32,6 +32,11 @@ from nextround.daemon.training import get_model
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
+REPLY_BODY = (
+    "Hi Alex,\n\nSorry for the slow answer. The panel wanted more depth on streaming systems; "
+    "otherwise it was close.\n\nPriya\n"
+)
+
 
 def mail(
     sender: str,
@@ -88,6 +93,28 @@ class World:
         raw, message_id = mail(sender, subject, body, when, **kw)
         self.client.deliver(raw.replace(b"{user}", self.user.username.encode()), when)
         return message_id
+
+    def request_sent_without_a_copy(self) -> tuple[str, str]:
+        """A rejection at T0, its request drafted, then sent at T0+30 min from a client that
+        keeps the draft's Message-ID and no copy in Sent: (rejection id, sent id)."""
+        rejection_id = self.deliver(*INTERVIEW_REJECTION, when=T0)
+        self.once(T0 + timedelta(minutes=5))
+        uid, draft = self.only_draft()
+        sent_id = self.client.send_draft(
+            uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
+        )
+        assert sent_id == draft["Message-ID"]
+        return rejection_id, sent_id
+
+    def priya_replies(self, when: datetime, in_reply_to: str, references: str | None = None) -> str:
+        return self.deliver(
+            "Priya Raman <priya.raman@brightloom.io>",
+            "Re: Your application for Senior Data Engineer",
+            REPLY_BODY,
+            when,
+            in_reply_to=in_reply_to,
+            references=references,
+        )
 
     def only_draft(self) -> tuple[int, EmailMessage]:
         drafts = self.client.drafts()
@@ -867,37 +894,18 @@ def test_a_long_display_name_adds_no_recipient_to_the_request(world: World) -> N
     assert to == ["priya.raman@brightloom.io"], (str(draft["To"]), draft.as_bytes()[:300])
 
 
-REPLY_BODY = (
-    "Hi Alex,\n\nSorry for the slow answer. The panel wanted more depth on streaming systems; "
-    "otherwise it was close.\n\nPriya\n"
-)
-
-
 def test_a_reply_to_a_request_sent_from_a_client_keeping_no_sent_copy_is_thanked(
     world: World,
 ) -> None:
     """The draft vanished with no sent copy, so the application was skipped; the reply names
     the draft's own Message-ID (the client kept it), which proves it was sent."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, draft = world.only_draft()
-    sent_id = world.client.send_draft(
-        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
-    )
-    assert sent_id == draft["Message-ID"]
+    rejection_id, sent_id = world.request_sent_without_a_copy()
     world.once(T0 + timedelta(hours=1))
     world.once(T0 + timedelta(hours=2))
     assert world.status()[0]["state"] == "skipped"
 
     reply_at = T0 + timedelta(days=3)
-    reply_id = world.deliver(
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        REPLY_BODY,
-        reply_at,
-        in_reply_to=sent_id,
-        references=f"{rejection_id} {sent_id}",
-    )
+    reply_id = world.priya_replies(reply_at, sent_id, f"{rejection_id} {sent_id}")
     world.once(reply_at + timedelta(minutes=5))
     [row] = world.status()
     assert row["state"] == "replied"
@@ -923,14 +931,7 @@ def test_a_reply_after_the_application_closed_is_thanked(world: World) -> None:
     assert world.status()[0]["state"] == "closed"
 
     reply_at = T0 + timedelta(days=25)
-    world.deliver(
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        REPLY_BODY,
-        reply_at,
-        in_reply_to=follow_up_id,
-        references=f"{sent_id} {follow_up_id}",
-    )
+    world.priya_replies(reply_at, follow_up_id, f"{sent_id} {follow_up_id}")
     world.once(reply_at + timedelta(minutes=5))
     assert world.status()[0]["state"] == "replied"
     _, thanks = world.only_draft()
@@ -938,20 +939,9 @@ def test_a_reply_after_the_application_closed_is_thanked(world: World) -> None:
 
 
 def test_what_the_user_skipped_stays_skipped_whatever_answers_it(world: World) -> None:
-    world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(
-        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
-    )
+    _, sent_id = world.request_sent_without_a_copy()
     assert run_cli("-c", str(world.config), "skip", "1").code == 0
-    world.deliver(
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        REPLY_BODY,
-        T0 + timedelta(days=1),
-        in_reply_to=sent_id,
-    )
+    world.priya_replies(T0 + timedelta(days=1), sent_id)
     world.once(T0 + timedelta(days=1, minutes=5))
     assert world.status()[0]["state"] == "skipped"
     assert world.client.drafts() == {}
@@ -960,21 +950,9 @@ def test_what_the_user_skipped_stays_skipped_whatever_answers_it(world: World) -
 def test_a_reply_naming_the_draft_before_it_counted_as_deleted_is_thanked(world: World) -> None:
     """Sent from a client keeping no sent copy, and answered before the draft counted as
     deleted (the daemon was down meanwhile): the reply names the draft, so it was sent."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(
-        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
-    )
+    rejection_id, sent_id = world.request_sent_without_a_copy()
     reply_at = T0 + timedelta(days=1)
-    world.deliver(
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        REPLY_BODY,
-        reply_at,
-        in_reply_to=sent_id,
-        references=f"{rejection_id} {sent_id}",
-    )
+    world.priya_replies(reply_at, sent_id, f"{rejection_id} {sent_id}")
     world.once(reply_at + timedelta(minutes=5))
     world.once(reply_at + timedelta(hours=1))
     [row] = world.status()
@@ -984,12 +962,7 @@ def test_a_reply_naming_the_draft_before_it_counted_as_deleted_is_thanked(world:
 
 
 def test_a_second_late_reply_drafts_no_second_thank_you(world: World) -> None:
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(
-        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
-    )
+    rejection_id, sent_id = world.request_sent_without_a_copy()
     world.once(T0 + timedelta(hours=1))
     world.once(T0 + timedelta(hours=2))
     assert world.status()[0]["state"] == "skipped"
@@ -1025,13 +998,7 @@ def test_the_user_may_end_what_nextround_closed_and_no_late_reply_reopens_it(
     assert result.code == 0, result.err
     again = run_cli("-c", str(world.config), "close", "1")
     assert again.code == 2 and "is skipped" in again.err  # once is the user's word
-    world.deliver(
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        REPLY_BODY,
-        T0 + timedelta(days=12),
-        in_reply_to=sent_id,
-    )
+    world.priya_replies(T0 + timedelta(days=12), sent_id)
     world.once(T0 + timedelta(days=12, minutes=5))
     assert world.status()[0]["state"] == "skipped"
     assert world.client.drafts() == {}
@@ -1061,12 +1028,7 @@ def test_an_ats_notice_threading_to_the_sent_request_reopens_nothing(world: Worl
 
 def test_an_out_of_office_naming_the_draft_proves_it_was_sent(world: World) -> None:
     """No thank-you for a notice, but the request was sent: a follow-up is due later."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(
-        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
-    )
+    rejection_id, sent_id = world.request_sent_without_a_copy()
     world.deliver(
         "Priya Raman <priya.raman@brightloom.io>",
         "Out of office: Re: Your application for Senior Data Engineer",
@@ -1091,12 +1053,7 @@ def test_skip_waits_for_a_running_cycle_and_is_never_written_over(
     """`skip` run while a cycle is between reading the pending drafts and deciding one is
     gone: it waits for the cycle (here: gives up at once), so the cycle cannot write its
     "draft gone" over the user's skip; run again, it ends the application for good."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(
-        uid, T0 + timedelta(minutes=30), keep_message_id=True, sent_copy=False
-    )
+    rejection_id, sent_id = world.request_sent_without_a_copy()
     world.once(T0 + timedelta(hours=1))  # the draft is missing from now on
     original = ImapMailbox.folder_headers
     during: list[tuple[int, str]] = []
@@ -1113,14 +1070,7 @@ def test_skip_waits_for_a_running_cycle_and_is_never_written_over(
     assert during and during[0][0] == 1 and "another nextround cycle is running" in during[0][1]
     assert world.status()[0]["state"] == "skipped"  # the cycle's: the draft is gone
     assert run_cli("-c", str(world.config), "skip", "1").code == 0  # now the user's
-    world.deliver(
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        REPLY_BODY,
-        T0 + timedelta(days=1),
-        in_reply_to=sent_id,
-        references=f"{rejection_id} {sent_id}",
-    )
+    world.priya_replies(T0 + timedelta(days=1), sent_id, f"{rejection_id} {sent_id}")
     world.once(T0 + timedelta(days=1, minutes=5))
     assert world.status()[0]["state"] == "skipped", "the user's skip stands"
     assert world.client.drafts() == {}

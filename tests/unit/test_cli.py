@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import CliResult, run_cli
 
 from nextround.daemon.cli import build_parser, main, parse_now
 from nextround.daemon.config import load_config
@@ -90,15 +90,20 @@ def test_out_of_range_numbers_are_usage_errors(
     assert expected in capsys.readouterr().err
 
 
+def init(config: Path, *more: str) -> CliResult:
+    return run_cli(
+        "-c", str(config), "init", "--host", "imap.example.org",
+        "--username", "me@example.org", *more,
+        *(() if "--name" in more else ("--name", "Alex Doe")),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("Al\x7fex", "--name: control characters are not allowed"), ("Alex\nDoe", "--name")],
 )
 def test_init_refuses_control_characters(tmp_path: Path, name: str, expected: str) -> None:
-    result = run_cli(
-        "-c", str(tmp_path / "c.toml"), "init", "--host", "imap.example.org",
-        "--username", "me@example.org", "--name", name,
-    )  # fmt: skip
+    result = init(tmp_path / "c.toml", "--name", name)
     assert result.code == 2 and expected in result.err, result.err
     assert "Traceback" not in result.err and not (tmp_path / "c.toml").exists()
 
@@ -113,10 +118,7 @@ def test_init_input_ending_early_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_init_says_where_the_password_goes_when_it_was_not_given(tmp_path: Path) -> None:
-    result = run_cli(
-        "-c", str(tmp_path / "c.toml"), "init", "--host", "imap.example.org",
-        "--username", "me@example.org", "--name", "Alex Doe",
-    )  # fmt: skip
+    result = init(tmp_path / "c.toml")
     assert result.code == 0, result.err
     assert "password_file or password_command" in result.out
     assert "NEXTROUND_IMAP_PASSWORD" in result.out
@@ -125,10 +127,7 @@ def test_init_says_where_the_password_goes_when_it_was_not_given(tmp_path: Path)
 def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
     """`nextround status | head -1`: the pipe is closed before nextround writes."""
     config = tmp_path / "c.toml"
-    assert run_cli(
-        "-c", str(config), "init", "--host", "imap.example.org",
-        "--username", "me@example.org", "--name", "Alex Doe",
-    ).code == 0  # fmt: skip
+    assert init(config).code == 0
     read, write = os.pipe()
     os.close(read)
     try:
@@ -144,10 +143,7 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
 
 def test_check_config_renders_the_users_templates(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    assert run_cli(
-        "-c", str(config), "init", "--host", "imap.example.org",
-        "--username", "me@example.org", "--name", "Alex Doe",
-    ).code == 0  # fmt: skip
+    assert init(config).code == 0
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thank_you.txt.j2").write_text("Thanks {{ greeting }\n")
     with config.open("a") as file:
@@ -162,10 +158,7 @@ def test_init_takes_a_relative_password_file_from_where_the_user_is(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "secrets").mkdir()
-    result = run_cli(
-        "-c", str(tmp_path / "cfg" / "c.toml"), "init", "--host", "imap.example.org",
-        "--username", "me@example.org", "--name", "Alex Doe", "--password-file", "secrets/pw",
-    )  # fmt: skip
+    result = init(tmp_path / "cfg" / "c.toml", "--password-file", "secrets/pw")
     assert result.code == 0, result.err
     config = load_config(tmp_path / "cfg" / "c.toml")
     assert Path(config.imap.password_file) == tmp_path / "secrets" / "pw"
