@@ -51,11 +51,17 @@ def private_directory(directory: Path) -> None:
         made.chmod(0o700)
     if not missing:
         with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(directory.stat().st_mode)
+            status = directory.stat()
+            mode = stat.S_IMODE(status.st_mode)
             if mode & 0o022:
                 logger.warning(
                     "%s is writable by other users (mode %o); run: chmod go-w %s",
                     directory, mode, directory,
+                )  # fmt: skip
+            elif status.st_uid not in (os.geteuid(), 0):
+                logger.warning(
+                    "%s belongs to another user (uid %d), who may write in it",
+                    directory, status.st_uid,
                 )  # fmt: skip
 
 

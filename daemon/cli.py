@@ -29,7 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     command: Command = args.command
     try:
-        return command(args)
+        code = command(args)
+        # Inside the try: piped output is block-buffered, and the flush at exit would meet
+        # a reader gone away outside it.
+        sys.stdout.flush()
+        return code
     except (ConfigError, UsageError) as error:
         print(f"nextround: {error}", file=sys.stderr)
         return EXIT_USAGE

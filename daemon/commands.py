@@ -12,6 +12,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -88,6 +89,10 @@ def check_config(args: argparse.Namespace) -> int:
     imap = config.imap
     print(f"config       {config.path}")
     if config.templates.dir:
+        if not Path(config.templates.dir).is_dir():
+            raise ConfigError(
+                f"{config.path}: [templates] dir: {config.templates.dir} is not a directory"
+            )
         try:
             Renderer(Path(config.templates.dir)).check()
         except TemplateError as error:
@@ -284,16 +289,16 @@ def status(args: argparse.Namespace) -> int:
     if not rows:
         print("no applications yet" + ("" if folders else ": run `nextround once`"))
         return EXIT_OK
-    # As wide as the longest value; company and role cut (marked) past a limit, never the
-    # contact, an address the user may need to copy.
+    # As wide as the longest value on a terminal (CJK characters take two columns, combining
+    # accents none); company and role cut (marked) past a limit, never the contact, an
+    # address the user may need to copy.
     cells = [
         (row, _cut(row["company"] or "?", 30), _cut(row["role"] or "?", 40), row["contact"] or "-")
         for row in rows
     ]
-    company, role, contact = (
-        max(len(title), *(len(cell[i]) for cell in cells))
-        for i, title in ((1, "COMPANY"), (2, "ROLE"), (3, "CONTACT"))
-    )
+    company = max(len("COMPANY"), *(_columns(cell[1]) for cell in cells))
+    role = max(len("ROLE"), *(_columns(cell[2]) for cell in cells))
+    contact = max(len("CONTACT"), *(_columns(cell[3]) for cell in cells))
     print(
         f"{'ID':>3} {'COMPANY':<{company}} {'ROLE':<{role}} {'STAGE':<11} {'STATE':<13} "
         f"{'CONTACT':<{contact}} NEXT"
@@ -303,15 +308,35 @@ def status(args: argparse.Namespace) -> int:
             f" at {row['next_action_at'][:16].replace('T', ' ')}" if row["next_action_at"] else ""
         )
         print(
-            f"{row['id']:>3} {company_cell:<{company}} {role_cell:<{role}} "
-            f"{row['stage'] or '-':<11} {row['state']:<13} {contact_cell:<{contact}} "
+            f"{row['id']:>3} {_pad(company_cell, company)} {_pad(role_cell, role)} "
+            f"{row['stage'] or '-':<11} {row['state']:<13} {_pad(contact_cell, contact)} "
             f"{row['next_action']}{when}"
         )
     return EXIT_OK
 
 
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _columns(text))
+
+
 def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "\u2026"
+    """`text` in at most `width` columns, marked with an ellipsis when cut."""
+    if _columns(text) <= width:
+        return text
+    kept = ""
+    for ch in text:
+        if _columns(kept + ch) > width - 1:
+            break
+        kept += ch
+    return kept + "\u2026"
 
 
 def print_folders(folders: list[dict[str, Any]], skipped: list[tuple[str, int, str, str]]) -> None:

@@ -8,6 +8,7 @@ comes out as literal text. Header values are folded to one line before they reac
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import re
 from dataclasses import dataclass
@@ -130,21 +131,28 @@ class Renderer:
             raise TemplateError(f"{where}:{error.lineno}: {error.message}") from None
         except jinja2.UndefinedError as error:
             raise TemplateError(f"{template.filename or name}: {error.message}") from None
+        except (jinja2.TemplateError, OSError, ValueError, TypeError, ArithmeticError) as error:
+            # The user's own templates may divide by zero, add text to a number, or not be
+            # UTF-8 (UnicodeDecodeError is a ValueError): their error, named as such.
+            raise TemplateError(f"{name}: {type(error).__name__}: {error}") from None
         return _tidy(text)
 
     def check(self) -> None:
         """Render every template as drafts do (stages, with and without a contact, with and
         without a no-feedback note): raises the TemplateError a cycle would meet."""
         me, contact = Address("Alex Doe", "me@example.org"), Address("Jane Roe", "j@example.org")
-        for step in ("request", "follow_up", "thank_you"):
-            for stage in ("interview", "application"):
-                for to in (contact, None):
-                    for no_feedback in (False, True):
-                        day = date(2026, 11, 3)
-                        variables = draft_variables(
-                            me, to, "Acme", "Engineer", stage, no_feedback, day, day
-                        )
-                        self.render(template_name(step, stage), variables)
+        day = date(2026, 11, 3)
+        # Each value a draft may lack, given and missing (the templates branch on them).
+        for step, stage, to, known, no_feedback in itertools.product(
+            ("request", "follow_up", "thank_you"),
+            ("interview", "application", None),
+            (contact, None),
+            (True, False),
+            (False, True),
+        ):
+            company, role, when = ("Acme", "Engineer", day) if known else (None, None, None)
+            variables = draft_variables(me, to, company, role, stage, no_feedback, when, when)
+            self.render(template_name(step, stage), variables)
 
 
 def _tidy(text: str) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def write_config(
             except EOFError:
                 raise UsageError("input ended before every question was answered") from None
     for key, value in values.items():
-        if value is not None and not str(value).isprintable():
+        # Control characters (Cc) only: a zero-width non-joiner is part of many a name.
+        if value is not None and any(unicodedata.category(ch) == "Cc" for ch in str(value)):
             raise UsageError(f"--{key.replace('_', '-')}: control characters are not allowed")
     security = values.get("security") or "tls"
     password_line = '# password_command = ""'  # noqa: S105 - a commented-out example

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import logging
 import os
 import signal
 import stat
@@ -23,6 +24,7 @@ from support import ConfigWriter, run_cli
 
 from nextround.classifier.extract import choose_reply_to
 from nextround.classifier.message import Address
+from nextround.classifier.persist import private_directory
 from nextround.daemon.drafts import DraftSpec, build_draft
 from nextround.daemon.parse import parse_message, parse_quick
 
@@ -228,6 +230,20 @@ def test_init_into_an_existing_config_directory_warns_if_others_may_write_in_it(
     assert result.code == 0, result.err
     assert stat.S_IMODE((directory / "config.toml").stat().st_mode) == 0o600
     assert (f"{directory} is writable by other users" in result.err) is warned, result.err
+
+
+def test_an_existing_directory_of_another_user_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0755, but its owner may replace or add files in it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory away")
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o755)
+    os.chown(directory, 65534, 65534)
+    with caplog.at_level(logging.WARNING):
+        private_directory(directory)
+    assert f"{directory} belongs to another user (uid 65534)" in caplog.text
 
 
 def test_init_with_umask_0_creates_no_world_writable_directory(tmp_path: Path) -> None:

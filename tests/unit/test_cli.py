@@ -7,15 +7,20 @@ import os
 import shlex
 import subprocess
 import sys
+import unicodedata
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from support import CliResult, run_cli
 
+from nextround.daemon import applications as apps
 from nextround.daemon.cli import build_parser, main, parse_now
 from nextround.daemon.config import load_config
 from nextround.daemon.errors import UsageError
 from nextround.daemon.init import write_config
+from nextround.daemon.lifecycle import State
+from nextround.daemon.store import Store
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -98,6 +103,15 @@ def init(config: Path, *more: str) -> CliResult:
     )  # fmt: skip
 
 
+def config_in(directory: Path) -> Path:
+    """A config written by init, its state in `directory` (never the user's own)."""
+    config = directory / "c.toml"
+    assert init(config).code == 0
+    with config.open("a") as file:
+        file.write(f'\n[state]\ndatabase = "{directory / "state" / "state.db"}"\n')
+    return config
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("Al\x7fex", "--name: control characters are not allowed"), ("Alex\nDoe", "--name")],
@@ -125,32 +139,94 @@ def test_init_says_where_the_password_goes_when_it_was_not_given(tmp_path: Path)
 
 
 def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
-    """`nextround status | head -1`: the pipe is closed before nextround writes."""
-    config = tmp_path / "c.toml"
-    assert init(config).code == 0
+    """`nextround status | head -1`: the pipe is closed before nextround writes. Without
+    PYTHONUNBUFFERED, as users run it: piped output is then flushed at the end."""
+    config = config_in(tmp_path)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     read, write = os.pipe()
     os.close(read)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "nextround.daemon.cli", "-c", str(config), "status"],
-            stdout=write, stderr=subprocess.PIPE, timeout=60, check=False,
+            stdout=write, stderr=subprocess.PIPE, timeout=60, check=False, env=env,
         )  # fmt: skip
     finally:
         os.close(write)
     assert done.returncode == 1
+    assert b"BrokenPipeError" not in done.stderr, done.stderr.decode()
     assert b"Traceback" not in done.stderr, done.stderr.decode()
 
 
-def test_check_config_renders_the_users_templates(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    assert init(config).code == 0
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Thanks {{ greeting }\n",  # syntax
+        "{{ 1 / 0 }}\n",
+        "{{ company + 1 }}\n",
+        b"Gr\xfc\xdfe {{ greeting }}\n",  # not UTF-8
+        "{% if company %}{{ company }}{% else %}{{ compnay }}{% endif %}\n",  # a draft's branch
+    ],
+    ids=["syntax", "zero-division", "type-error", "latin-1", "unknown-company-branch"],
+)
+def test_check_config_renders_the_users_templates(tmp_path: Path, body: str | bytes) -> None:
+    config = config_in(tmp_path)
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "thank_you.txt.j2").write_text("Thanks {{ greeting }\n")
+    path = tmp_path / "mine" / "thank_you.txt.j2"
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
     with config.open("a") as file:
         file.write('\n[templates]\ndir = "mine"\n')
     result = run_cli("-c", str(config), "check-config")
     assert result.code == 2, result.err
     assert f"{config}: [templates] dir: " in result.err and "thank_you.txt.j2" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_check_config_names_a_missing_template_directory(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    with config.open("a") as file:
+        file.write('\n[templates]\ndir = "nowhere"\n')
+    result = run_cli("-c", str(config), "check-config")
+    assert (
+        result.code == 2 and "[templates] dir: " in result.err and "not a directory" in result.err
+    )
+
+
+def test_init_accepts_a_name_with_a_zero_width_non_joiner(tmp_path: Path) -> None:
+    name = "Mohammad\u200cReza Tehrani"  # ZWNJ: ordinary in Persian names (Cf, not Cc)
+    result = init(tmp_path / "c.toml", "--name", name)
+    assert result.code == 0, result.err
+    assert load_config(tmp_path / "c.toml").identity.name == name
+
+
+def _columns(text: str) -> int:
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def test_status_columns_line_up_with_wide_and_combining_characters(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    store = Store.open(load_config(config).database_path)
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    companies = ["株式会社メルカリ", "Cafe\u0301 Oslo", "Acme", "N" * 45]
+    with store.transaction():
+        for number, company in enumerate(companies):
+            apps.open_application(
+                store, now, State.NEW, company=company, role="Engineer",
+                contact_email=f"person{number}@example.org", rejection_message_id=f"<{number}@x>",
+            )  # fmt: skip
+    store.close()
+    result = run_cli("-c", str(config), "status")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    starts = {
+        _columns(line[: line.index(" Engineer" if "Engineer" in line else " ROLE")])
+        for line in lines
+    }
+    assert len(starts) == 1, result.out
+    assert "N" * 29 + "\u2026" in result.out  # cut at 30 columns, marked
+    assert all(f"person{number}@example.org" in result.out for number in range(4))
 
 
 def test_init_takes_a_relative_password_file_from_where_the_user_is(
