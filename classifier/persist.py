@@ -58,7 +58,9 @@ def private_directory(directory: Path) -> None:
                     "%s is writable by other users (mode %o); run: chmod go-w %s",
                     directory, mode, directory,
                 )  # fmt: skip
-            elif status.st_uid not in (os.geteuid(), 0):
+            elif os.geteuid() != 0 and status.st_uid not in (os.geteuid(), 0):
+                # Root is left alone: it runs `status` on the service's dynamic user's
+                # directory (docs/install.md), and may write anywhere anyway.
                 logger.warning(
                     "%s belongs to another user (uid %d), who may write in it",
                     directory, status.st_uid,

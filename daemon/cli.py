@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = command(args)
         # Inside the try: piped output is block-buffered, and the flush at exit would meet
         # a reader gone away outside it.
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when started with stdout closed
+            sys.stdout.flush()
         return code
     except (ConfigError, UsageError) as error:
         print(f"nextround: {error}", file=sys.stderr)

@@ -317,10 +317,15 @@ def status(args: argparse.Namespace) -> int:
 
 def _columns(text: str) -> int:
     """How many terminal columns `text` takes."""
-    return sum(
-        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-        for ch in text
-    )
+    return sum(map(_column_width, text))
+
+
+def _column_width(ch: str) -> int:
+    # Marks and format characters (Thai vowels, a zero-width non-joiner) sit on the one
+    # before them; so do Hangul medial and final jamo.
+    if unicodedata.category(ch) in ("Mn", "Me", "Cf") or "\u1160" <= ch <= "\u11ff":
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
 
 
 def _pad(text: str, width: int) -> str:
@@ -331,12 +336,15 @@ def _cut(text: str, width: int) -> str:
     """`text` in at most `width` columns, marked with an ellipsis when cut."""
     if _columns(text) <= width:
         return text
-    kept = ""
+    kept: list[str] = []
+    used = 0
     for ch in text:
-        if _columns(kept + ch) > width - 1:
+        columns = _column_width(ch)
+        if columns and used + columns > width - 1:
             break
-        kept += ch
-    return kept + "\u2026"
+        kept.append(ch)  # a mark stays with the character it belongs to
+        used += columns
+    return "".join(kept) + "\u2026"
 
 
 def print_folders(folders: list[dict[str, Any]], skipped: list[tuple[str, int, str, str]]) -> None:

@@ -81,9 +81,13 @@ def write_config(
             except EOFError:
                 raise UsageError("input ended before every question was answered") from None
     for key, value in values.items():
-        # Control characters (Cc) only: a zero-width non-joiner is part of many a name.
-        if value is not None and any(unicodedata.category(ch) == "Cc" for ch in str(value)):
-            raise UsageError(f"--{key.replace('_', '-')}: control characters are not allowed")
+        # Control characters (Cc) and bytes that were not UTF-8 (surrogates, Cs) only: a
+        # zero-width non-joiner is part of many a name.
+        if value is not None and any(unicodedata.category(ch) in ("Cc", "Cs") for ch in str(value)):
+            raise UsageError(
+                f"--{key.replace('_', '-')}: control characters and bytes that are not UTF-8 "
+                "are not allowed"
+            )
     security = values.get("security") or "tls"
     password_line = '# password_command = ""'  # noqa: S105 - a commented-out example
     if values.get("password_command"):

@@ -114,7 +114,11 @@ def config_in(directory: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("Al\x7fex", "--name: control characters are not allowed"), ("Alex\nDoe", "--name")],
+    [
+        ("Al\x7fex", "--name: control characters"),
+        ("Alex\nDoe", "--name"),
+        ("Alex \udcff Doe", "--name: control characters and bytes that are not UTF-8"),
+    ],
 )
 def test_init_refuses_control_characters(tmp_path: Path, name: str, expected: str) -> None:
     result = init(tmp_path / "c.toml", "--name", name)
@@ -165,8 +169,18 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
         "{{ company + 1 }}\n",
         b"Gr\xfc\xdfe {{ greeting }}\n",  # not UTF-8
         "{% if company %}{{ company }}{% else %}{{ compnay }}{% endif %}\n",  # a draft's branch
+        "{% if role %}{{ role + ' at ' + company }}{% endif %}\n",  # a role, no company
+        "{{ '{0} at {1}'.format(role) }}\n",  # IndexError
     ],
-    ids=["syntax", "zero-division", "type-error", "latin-1", "unknown-company-branch"],
+    ids=[
+        "syntax",
+        "zero-division",
+        "type-error",
+        "latin-1",
+        "unknown-company-branch",
+        "role-without-company",
+        "index-error",
+    ],
 )
 def test_check_config_renders_the_users_templates(tmp_path: Path, body: str | bytes) -> None:
     config = config_in(tmp_path)
@@ -199,8 +213,13 @@ def test_init_accepts_a_name_with_a_zero_width_non_joiner(tmp_path: Path) -> Non
 
 
 def _columns(text: str) -> int:
+    """Terminal columns, as wcwidth counts them: marks and format characters none."""
     return sum(
-        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        0
+        if unicodedata.category(ch) in ("Mn", "Me", "Cf")
+        else 2
+        if unicodedata.east_asian_width(ch) in "WF"
+        else 1
         for ch in text
     )
 
@@ -209,7 +228,11 @@ def test_status_columns_line_up_with_wide_and_combining_characters(tmp_path: Pat
     config = config_in(tmp_path)
     store = Store.open(load_config(config).database_path)
     now = datetime(2026, 11, 22, tzinfo=UTC)
-    companies = ["株式会社メルカリ", "Cafe\u0301 Oslo", "Acme", "N" * 45]
+    companies = [
+        "株式会社メルカリ", "Cafe\u0301 Oslo", "Acme", "N" * 45,
+        "บริษัท ที่ดี", "सुनील कुमार", "X" * 28 + "ที่YY",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian, with a ZWNJ
+    ]  # fmt: skip
     with store.transaction():
         for number, company in enumerate(companies):
             apps.open_application(
@@ -226,7 +249,8 @@ def test_status_columns_line_up_with_wide_and_combining_characters(tmp_path: Pat
     }
     assert len(starts) == 1, result.out
     assert "N" * 29 + "\u2026" in result.out  # cut at 30 columns, marked
-    assert all(f"person{number}@example.org" in result.out for number in range(4))
+    assert all(f"person{number}@example.org" in result.out for number in range(8))
+    assert "X" * 28 + "\u0e17\u0e35\u0e48\u2026" in result.out  # the marks stay with their letter
 
 
 def test_init_takes_a_relative_password_file_from_where_the_user_is(
@@ -238,3 +262,14 @@ def test_init_takes_a_relative_password_file_from_where_the_user_is(
     assert result.code == 0, result.err
     config = load_config(tmp_path / "cfg" / "c.toml")
     assert Path(config.imap.password_file) == tmp_path / "secrets" / "pw"
+
+
+def test_a_closed_stdout_is_no_traceback(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.stdout.close(); sys.stdout = None; "
+         "from nextround.daemon.cli import main; sys.exit(main(sys.argv[1:]))",
+         "-c", str(config), "status"],
+        stderr=subprocess.PIPE, timeout=60, check=False,
+    )  # fmt: skip
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
