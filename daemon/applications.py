@@ -12,7 +12,15 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from nextround.daemon.lifecycle import Clock, Draft, Event, State, transition
+from nextround.daemon.lifecycle import (
+    LATE_STATES,
+    Clock,
+    Draft,
+    Event,
+    State,
+    takes_late_reply,
+    transition,
+)
 from nextround.daemon.store import Store, storage_errors
 
 
@@ -235,14 +243,18 @@ def history(store: Store, application_id: int) -> list[tuple[str, str, str | Non
     return [tuple(row) for row in rows]
 
 
-def last_event(store: Store, application_id: int) -> str | None:
+def ended_by_daemon(store: Store, app: Application) -> bool:
+    """Whether nextround, not the user, ended `app` (its last event: `takes_late_reply`):
+    a late reply may still reopen it, and the user may still end it for good."""
+    if app.state not in LATE_STATES:
+        return False  # open, replied, or never begun: no history to read
     with storage_errors("reading history"):
         row = store.connection.execute(
             "SELECT event FROM application_events WHERE application_id = ? "
             "ORDER BY id DESC LIMIT 1",
-            (application_id,),
+            (app.id,),
         ).fetchone()
-    return row[0] if row else None
+    return takes_late_reply(app.state, row[0] if row else None)
 
 
 def add_to_thread(

@@ -42,7 +42,6 @@ from nextround.daemon.lifecycle import (
     InvalidTransition,
     Timing,
     next_action,
-    takes_late_reply,
 )
 from nextround.daemon.mailbox import Fetched, FolderInfo, FolderStatus, Mailbox
 from nextround.daemon.store import Store, cycle_lock
@@ -375,9 +374,7 @@ def _user_event(args: argparse.Namespace, event: Event, verb: str, done: str) ->
             if app is None:
                 raise UsageError(f"no application #{args.id} (see `nextround status`)")
             try:
-                if app.state in LATE_STATES and not takes_late_reply(
-                    app.state, apps.last_event(store, app.id)
-                ):
+                if app.state in LATE_STATES and not apps.ended_by_daemon(store, app):
                     raise InvalidTransition(app.state)  # the user's own end, or never begun
                 apps.apply_event(store, app, event, now, "by the user")
             except InvalidTransition:

@@ -137,8 +137,8 @@ class Renderer:
         return _tidy(text)
 
     def check(self) -> None:
-        """Render every template as drafts do (stages, with and without a contact, with and
-        without a no-feedback note): raises the TemplateError a cycle would meet."""
+        """Render every template with every combination of the values a draft may lack:
+        raises the TemplateError a cycle would meet."""
         me, contact = Address("Alex Doe", "me@example.org"), Address("Jane Roe", "j@example.org")
         day = date(2026, 11, 3)
         # Each value a draft may lack, given and missing, in every combination (the

@@ -60,7 +60,6 @@ from nextround.daemon.lifecycle import (
     State,
     Timing,
     due_event,
-    takes_late_reply,
 )
 from nextround.daemon.mailbox import Fetched, Mailbox
 from nextround.daemon.store import Store, addresses_from_json, addresses_json
@@ -488,7 +487,7 @@ class Engine:
             app.state in LATE_STATES
             and _replier(message) is not None  # a person to thank, not an ATS's notice
             and not app.sent_ids.isdisjoint(message.thread_ids)
-            and takes_late_reply(app.state, apps.last_event(store, app.id))
+            and apps.ended_by_daemon(store, app)
         )
 
     def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
