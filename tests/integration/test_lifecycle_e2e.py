@@ -94,9 +94,17 @@ class World:
         self.client.deliver(raw.replace(b"{user}", self.user.username.encode()), when)
         return message_id
 
+    def request_sent(self) -> tuple[str, str]:
+        """A rejection at T0, its request drafted five minutes later, then sent at T0+1 h
+        with a copy in Sent: (rejection id, sent id)."""
+        rejection_id = self.deliver(*INTERVIEW_REJECTION, when=T0)
+        self.once(T0 + timedelta(minutes=5))
+        uid, _ = self.only_draft()
+        return rejection_id, self.client.send_draft(uid, T0 + timedelta(hours=1))
+
     def request_sent_without_a_copy(self) -> tuple[str, str]:
-        """A rejection at T0, its request drafted, then sent at T0+30 min from a client that
-        keeps the draft's Message-ID and no copy in Sent: (rejection id, sent id)."""
+        """As `request_sent`, at T0+30 min, from a client that keeps the draft's Message-ID
+        and no copy in Sent: (rejection id, sent id)."""
         rejection_id = self.deliver(*INTERVIEW_REJECTION, when=T0)
         self.once(T0 + timedelta(minutes=5))
         uid, draft = self.only_draft()
@@ -177,10 +185,7 @@ def test_request_sent_reply_thank_you_and_nothing_after(world: World, smtp: Smtp
 
 
 def test_no_reply_follow_up_then_closed(world: World) -> None:
-    world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    _, sent_id = world.request_sent()
     world.once(T0 + timedelta(hours=2))
     assert world.status()[0]["state"] == "requested"
 
@@ -264,10 +269,7 @@ def test_no_human_anywhere_gives_a_needs_contact_draft(world: World) -> None:
 
 
 def test_follow_up_due_during_downtime_is_drafted_at_next_start(world: World) -> None:
-    world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.request_sent()
     world.once(T0 + timedelta(hours=2))
     # The daemon is down from day 1 to day 25: the follow-up fell due on day 7.
     world.once(T0 + timedelta(days=25))
@@ -918,10 +920,7 @@ def test_a_reply_to_a_request_sent_from_a_client_keeping_no_sent_copy_is_thanked
 
 
 def test_a_reply_after_the_application_closed_is_thanked(world: World) -> None:
-    world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    _, sent_id = world.request_sent()
     world.once(T0 + timedelta(hours=2))
     world.once(T0 + timedelta(days=8))
     uid, _ = world.only_draft()
@@ -983,10 +982,7 @@ def test_a_second_late_reply_drafts_no_second_thank_you(world: World) -> None:
 def test_the_user_may_end_what_nextround_closed_and_no_late_reply_reopens_it(
     world: World,
 ) -> None:
-    world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    _, sent_id = world.request_sent()
     world.once(T0 + timedelta(hours=2))
     world.once(T0 + timedelta(days=8))
     uid, _ = world.only_draft()
@@ -1005,10 +1001,7 @@ def test_the_user_may_end_what_nextround_closed_and_no_late_reply_reopens_it(
 
 
 def test_an_ats_notice_threading_to_the_sent_request_reopens_nothing(world: World) -> None:
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    rejection_id, sent_id = world.request_sent()
     world.once(T0 + timedelta(hours=2))
     world.once(T0 + timedelta(days=8))
     world.once(T0 + timedelta(days=16))
