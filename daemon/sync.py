@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import queue
+import threading
 import traceback
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from nextround.classifier.message import Message
 from nextround.classifier.verdict import Analysis
@@ -72,6 +74,7 @@ TRIAGE_MESSAGES = 200
 TRIAGE_BYTES = 16_000_000
 
 WATCHED_ROLES = ("inbox", "sent")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,9 @@ def _process(
     *,
     advance: bool = True,
 ) -> None:
-    batches = _batches(mailbox.fetch(uids, sync.max_message_bytes))
+    if not uids:
+        return
+    batches = fetched_ahead(_batches(mailbox.fetch(uids, sync.max_message_bytes)))
     triaged = _untriaged(batches) if triage is None else triage(store, folder, batches, len(uids))
     with contextlib.closing(triaged):  # a stop or an error ends its read-ahead too
         for batch, ready in triaged:
@@ -335,6 +340,46 @@ def _record_settled(
         store.set_position(folder.name, folder.role, validity, settled[-1][0].uid, True, now)
     result.recorded += len(settled)
     result.read_quickly += len(settled)
+
+
+def fetched_ahead(items: Iterator[T]) -> Generator[T, None, None]:
+    """`items`, taken by a thread of its own one ahead of the caller: the server sends the
+    next batch while the cycle records this one (it waited for each before, a third of a
+    first sync's time). Until this generator ends (done, failed or closed) only that thread
+    touches what `items` reads, the connection; it ends with it, after the item in hand. An
+    error it meets is raised here, after the items before it, as if met here."""
+    # An item as a 1-tuple, then None at the end or the error that ended it.
+    handed: queue.Queue[tuple[T] | BaseException | None] = queue.Queue(maxsize=1)
+    gone = threading.Event()  # the caller stopped taking them
+
+    def hand(what: tuple[T] | BaseException | None) -> bool:
+        while not gone.is_set():
+            with contextlib.suppress(queue.Full):
+                handed.put(what, timeout=0.1)
+                return True
+        return False
+
+    def take() -> None:
+        try:
+            for item in items:
+                if not hand((item,)):
+                    return
+            hand(None)
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            hand(error)
+
+    thread = threading.Thread(target=take, name="nextround-fetch", daemon=True)
+    thread.start()
+    try:
+        while (got := handed.get()) is not None:
+            if isinstance(got, BaseException):
+                raise got
+            yield got[0]
+    finally:
+        gone.set()
+        thread.join()
+        if isinstance(items, Generator):
+            items.close()
 
 
 def _batches(fetched: Iterable[Fetched]) -> Iterator[list[Fetched]]:
