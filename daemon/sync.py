@@ -260,9 +260,12 @@ def _process(
 ) -> None:
     if not uids:
         return
-    batches = fetched_ahead(_batches(mailbox.fetch(uids, sync.max_message_bytes)))
+    gone = threading.Event()  # set when the cycle stops taking batches
+    batches = fetched_ahead(_batches(mailbox.fetch(uids, sync.max_message_bytes), gone), gone)
     triaged = _untriaged(batches) if triage is None else triage(store, folder, batches, len(uids))
-    with contextlib.closing(triaged):  # a stop or an error ends its read-ahead too
+    # Closed in reverse: triage's read-ahead, then the fetch thread, joined here, before an
+    # error reaches a caller that logs out (its traceback would keep the thread's generator).
+    with contextlib.closing(batches), contextlib.closing(triaged):
         for batch, ready in triaged:
             _process_batch(store, folder, validity, batch, ready, now, handle, result, advance)
 
@@ -342,31 +345,36 @@ def _record_settled(
     result.read_quickly += len(settled)
 
 
-def fetched_ahead(items: Iterator[T]) -> Generator[T, None, None]:
+def fetched_ahead(
+    items: Iterator[T], gone: threading.Event | None = None
+) -> Generator[T, None, None]:
     """`items`, taken by a thread of its own one ahead of the caller: the server sends the
     next batch while the cycle records this one (it waited for each before, a third of a
     first sync's time). Until this generator ends (done, failed or closed) only that thread
-    touches what `items` reads, the connection; it ends with it, after the item in hand. An
-    error it meets is raised here, after the items before it, as if met here."""
+    touches what `items` reads, the connection; it ends with it, after the item in hand.
+    `gone` is set then, for `items` to stop early. An error it meets is raised here, after
+    the items before it, as if met here."""
     # An item as a 1-tuple, then None at the end or the error that ended it.
-    handed: queue.Queue[tuple[T] | BaseException | None] = queue.Queue(maxsize=1)
-    gone = threading.Event()  # the caller stopped taking them
-
-    def hand(what: tuple[T] | BaseException | None) -> bool:
-        while not gone.is_set():
-            with contextlib.suppress(queue.Full):
-                handed.put(what, timeout=0.1)
-                return True
-        return False
+    handed: queue.SimpleQueue[tuple[T] | BaseException | None] = queue.SimpleQueue()
+    room = threading.Semaphore(1)  # one item taken ahead of the caller's, no more (memory)
+    gone = gone or threading.Event()
 
     def take() -> None:
         try:
-            for item in items:
-                if not hand((item,)):
+            while True:
+                while not room.acquire(timeout=0.1):
+                    if gone.is_set():
+                        return
+                if gone.is_set():
                     return
-            hand(None)
+                try:
+                    item = next(items)
+                except StopIteration:
+                    handed.put(None)
+                    return
+                handed.put((item,))
         except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
-            hand(error)
+            handed.put(error)
 
     thread = threading.Thread(target=take, name="nextround-fetch", daemon=True)
     thread.start()
@@ -374,6 +382,7 @@ def fetched_ahead(items: Iterator[T]) -> Generator[T, None, None]:
         while (got := handed.get()) is not None:
             if isinstance(got, BaseException):
                 raise got
+            room.release()  # the next is fetched while the caller works on this one
             yield got[0]
     finally:
         gone.set()
@@ -382,7 +391,11 @@ def fetched_ahead(items: Iterator[T]) -> Generator[T, None, None]:
             items.close()
 
 
-def _batches(fetched: Iterable[Fetched]) -> Iterator[list[Fetched]]:
+def _batches(
+    fetched: Iterable[Fetched], gone: threading.Event | None = None
+) -> Iterator[list[Fetched]]:
+    """The fetched messages in batches bounded by count and bytes. Once `gone` is set it asks
+    for no more: a stop waits for the FETCH in flight, not for a batch to fill."""
     batch: list[Fetched] = []
     size = 0
     for item in fetched:
@@ -391,6 +404,8 @@ def _batches(fetched: Iterable[Fetched]) -> Iterator[list[Fetched]]:
         if len(batch) >= TRIAGE_MESSAGES or size >= TRIAGE_BYTES:
             yield batch
             batch, size = [], 0
+        if gone is not None and gone.is_set():
+            return
     if batch:
         yield batch
 

@@ -5,12 +5,22 @@ items, and nothing touching the connection once the cycle has stopped taking the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
-from nextround.daemon.errors import MailboxError
-from nextround.daemon.sync import fetched_ahead
+from nextround.classifier.message import Message
+from nextround.daemon import sync
+from nextround.daemon.config import SyncConfig
+from nextround.daemon.errors import MailboxError, StorageError
+from nextround.daemon.mailbox import Fetched, FolderStatus
+from nextround.daemon.store import Store
+from nextround.daemon.sync import FolderRef, _batches, fetched_ahead, sync_folder
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+INBOX = FolderRef("inbox", "INBOX", "config")
 
 
 class Source:
@@ -62,10 +72,10 @@ def test_a_caller_that_stops_ends_the_thread_and_closes_the_source() -> None:
     assert next(ahead) == 0
     ahead.close()
     # Nothing reads the connection once the caller stops: the thread is gone, the source is
-    # closed, and at most one item beyond the queue's was taken (memory stays bounded).
+    # closed, and one item at most was taken ahead of the caller's (memory stays bounded).
     assert not fetching_threads()
     assert source.closed
-    assert source.taken <= 3
+    assert source.taken <= 2
 
 
 def test_an_error_in_the_caller_ends_the_thread_too() -> None:
@@ -80,10 +90,91 @@ def test_an_error_in_the_caller_ends_the_thread_too() -> None:
         cycle()
     assert not fetching_threads()
     assert source.closed
-    assert source.taken <= 8
+    assert source.taken <= 7
 
 
 def test_nothing_to_fetch() -> None:
     source = Source(0)
     assert list(fetched_ahead(iter(source))) == []
     assert source.closed
+
+
+def test_the_callers_event_says_it_stopped() -> None:
+    gone = threading.Event()
+    ahead = fetched_ahead(iter(Source(1000)), gone)
+    next(ahead)
+    assert not gone.is_set()
+    ahead.close()
+    assert gone.is_set()
+
+
+def test_batches_ask_for_no_more_once_the_caller_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop waits for the FETCH in flight, not for the batch being filled to fill."""
+    monkeypatch.setattr(sync, "TRIAGE_MESSAGES", 10)
+    gone = threading.Event()
+    pulled = 0
+
+    def fetched() -> Iterator[Fetched]:
+        nonlocal pulled
+        for uid in range(1, 1000):
+            pulled += 1
+            if uid == 15:
+                gone.set()
+            yield Fetched(uid, raw(uid), 100, 1000)
+
+    batches = list(_batches(fetched(), gone))
+    assert [len(batch) for batch in batches] == [10]
+    assert pulled == 15
+
+
+def raw(uid: int) -> bytes:
+    return (
+        f"From: a{uid}@example.com\r\nTo: me@example.org\r\nSubject: s{uid}\r\n"
+        f"Message-ID: <m{uid}@example.com>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n"
+    ).encode()
+
+
+class RecordingMailbox:
+    """A mailbox of `count` messages that notes which fetch threads were alive at logout."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.alive_at_logout: list[threading.Thread] | None = None
+
+    def status(self, folder: str) -> FolderStatus:
+        return FolderStatus(1, self.count + 1, self.count)
+
+    def select(self, folder: str) -> FolderStatus:
+        return FolderStatus(1, self.count + 1, self.count)
+
+    def uids_since(self, day: date) -> list[int]:
+        return list(range(1, self.count + 1))
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
+        for uid in uids:
+            yield Fetched(uid, raw(uid), 100, max_bytes)
+
+    def logout(self) -> None:
+        self.alive_at_logout = fetching_threads()
+
+
+def test_the_thread_has_ended_when_an_error_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`once` and the service log out as a failed cycle's error passes: the error's traceback
+    holds the cycle's generators, so the thread must end before it leaves the sync."""
+    monkeypatch.setattr(sync, "TRIAGE_MESSAGES", 2)
+    store = Store.open(tmp_path / "state.db")
+    mailbox = RecordingMailbox(40)
+
+    def handle(store: Store, folder: FolderRef, message: Message, row: int, now: datetime) -> None:
+        if message.message_id == "<m3@example.com>":
+            raise StorageError("the disk is full")
+
+    try:
+        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW, handle)  # type: ignore[arg-type]
+    except StorageError:
+        mailbox.logout()  # as Runner.cycle does, with the error (and its traceback) in hand
+    finally:
+        store.close()
+    assert mailbox.alive_at_logout == []
