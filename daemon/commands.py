@@ -128,7 +128,8 @@ def once(args: argparse.Namespace) -> int:
         session = open_session(config)
         try:
             mailbox = DryRunMailbox(session.mailbox) if args.dry_run else session.mailbox
-            report = Engine(config, model).poll_once(mailbox, store, session.folders, now)
+            engine = Engine(config, model, dry_run=args.dry_run)
+            report = engine.poll_once(mailbox, store, session.folders, now)
         finally:
             session.close()
     print(f"cycle at {now.isoformat()}: {report.summary()}")

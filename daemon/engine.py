@@ -181,8 +181,11 @@ class Engine:
         config: Config,
         model: RejectionModel,
         renderer: Renderer | None = None,
+        *,
+        dry_run: bool = False,
     ) -> None:
         self.config = config
+        self.dry_run = dry_run  # its mailbox writes nothing: the log must not say it did
         self.model = model
         self.renderer = renderer or Renderer(
             Path(config.templates.dir) if config.templates.dir else None
@@ -631,7 +634,8 @@ class Engine:
                     apps.update(store, app.id, now, pending_drafts_uidnext=None)
                 raise
             checkpoint("after-append")  # the crash `recover` is there for
-            logger.info("#%d: %s drafted to %s", app.id, step, spec.to or "nobody yet")
+            done = "would be drafted (dry run)" if self.dry_run else "drafted"
+            logger.info("#%d: %s %s to %s", app.id, step, done, spec.to or "nobody yet")
         if self.report is not None:
             self.report.drafts.append(
                 Planned(app.id, step, str(spec.to or ""), spec.subject, raw, found is not None)

@@ -312,9 +312,14 @@ def test_acknowledgement_invitation_and_closed_position_open_no_draft(world: Wor
 
 def test_dry_run_writes_nothing(world: World) -> None:
     world.deliver(*INTERVIEW_REJECTION, when=T0)
-    out = world.once(T0 + timedelta(minutes=5), "--dry-run")
-    assert "would draft #1 request to Priya Raman <priya.raman@brightloom.io>" in out
-    assert "| Subject: Re: Your application for Senior Data Engineer" in out
+    at = (T0 + timedelta(minutes=5)).isoformat()
+    dry = run_cli("-c", str(world.config), "once", "--now", at, "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "would draft #1 request to Priya Raman <priya.raman@brightloom.io>" in dry.out
+    assert "| Subject: Re: Your application for Senior Data Engineer" in dry.out
+    # Its log (info, the default) says so too, and never that a draft was written.
+    assert "#1: request would be drafted (dry run) to" in dry.err
+    assert "request drafted" not in dry.err
     assert world.client.drafts() == {}
     assert world.status() == []
     world.once(T0 + timedelta(minutes=10))
