@@ -73,6 +73,11 @@ Triaged = Generator[tuple[list[Fetched], list[Ready]], None, None]
 TRIAGE_MESSAGES = 200
 TRIAGE_BYTES = 16_000_000
 
+# A sync of this many messages says how far it got every PROGRESS_EVERY: a first run over a
+# slow server takes minutes, and nothing else is logged meanwhile.
+PROGRESS_FROM = 1_000
+PROGRESS_EVERY = 5_000
+
 WATCHED_ROLES = ("inbox", "sent")
 T = TypeVar("T")
 
@@ -265,9 +270,16 @@ def _process(
     triaged = _untriaged(batches) if triage is None else triage(store, folder, batches, len(uids))
     # Closed in reverse: triage's read-ahead, then the fetch thread, joined here, before an
     # error reaches a caller that logs out (its traceback would keep the thread's generator).
+    total, done = len(uids), 0
+    loud = total >= PROGRESS_FROM
+    if loud:
+        logger.info("%s: %s new messages to read", folder.name, f"{total:,}")
     with contextlib.closing(batches), contextlib.closing(triaged):
         for batch, ready in triaged:
             _process_batch(store, folder, validity, batch, ready, now, handle, result, advance)
+            before, done = done, done + len(batch)
+            if loud and done < total and done // PROGRESS_EVERY > before // PROGRESS_EVERY:
+                logger.info("%s: %s of %s read", folder.name, f"{done:,}", f"{total:,}")
 
 
 def _untriaged(batches: Iterator[list[Fetched]]) -> Triaged:

@@ -1,13 +1,16 @@
-"""fetched_ahead: the sync's fetch runs in a thread one batch ahead of the cycle. What the
-cycle sees must not change: the same items in the same order, the same error after the same
-items, and nothing touching the connection once the cycle has stopped taking them."""
+"""How the sync fetches. fetched_ahead: the fetch runs in a thread one batch ahead of the
+cycle. What the cycle sees must not change: the same items in the same order, the same error
+after the same items, and nothing touching the connection once the cycle has stopped taking
+them. And a long sync says how far it got."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +181,25 @@ def test_the_thread_has_ended_when_an_error_reaches_the_caller(
     finally:
         store.close()
     assert mailbox.alive_at_logout == []
+
+
+def test_a_long_sync_says_how_far_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sync, "TRIAGE_MESSAGES", 2)
+    monkeypatch.setattr(sync, "PROGRESS_FROM", 10)
+    monkeypatch.setattr(sync, "PROGRESS_EVERY", 4)
+    store = Store.open(tmp_path / "state.db")
+    try:
+        sent = FolderRef("sent", "Sent", "config")
+        with caplog.at_level(logging.INFO, logger="nextround.daemon.sync"):
+            for folder, count in ((INBOX, 12), (sent, 9)):  # 9: too few to say anything
+                mailbox: Any = RecordingMailbox(count)
+                sync_folder(mailbox, store, folder, SyncConfig(), NOW)
+    finally:
+        store.close()
+    assert [record.getMessage() for record in caplog.records] == [
+        "INBOX: 12 new messages to read",
+        "INBOX: 4 of 12 read",
+        "INBOX: 8 of 12 read",
+    ]
