@@ -361,8 +361,8 @@ def fetched_ahead(
     items: Iterator[T], gone: threading.Event | None = None
 ) -> Generator[T, None, None]:
     """`items`, taken by a thread of its own one ahead of the caller: the server sends the
-    next batch while the cycle records this one (it waited for each before, a third of a
-    first sync's time). Until this generator ends (done, failed or closed) only that thread
+    next batch while the cycle records this one (it waited for each before: over a quarter
+    of a first sync's time). Until this generator ends (done, failed or closed) only that thread
     touches what `items` reads, the connection; it ends with it, after the item in hand.
     `gone` is set then, for `items` to stop early. An error it meets is raised here, after
     the items before it, as if met here."""
