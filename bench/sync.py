@@ -429,29 +429,30 @@ def cpu_seconds() -> dict[str, float]:
 
 def _task_cpu(native_id: int) -> float:
     """One thread of this process's CPU seconds (Linux: /proc/self/task/ID/stat)."""
+    return _stat_cpu(Path(f"/proc/self/task/{native_id}/stat"))[1]
+
+
+def _stat_cpu(stat: Path) -> tuple[str, float]:
+    """A /proc stat file's process (or thread) name and CPU seconds (utime + stime); a
+    process gone meanwhile has none."""
     try:
-        text = Path(f"/proc/self/task/{native_id}/stat").read_text()
+        text = stat.read_text()
     except OSError:
-        return 0.0
-    fields = text.rpartition(") ")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return "", 0.0
+    head, _, rest = text.rpartition(") ")  # the name may hold ") " itself
+    fields = rest.split()
+    return head.partition(" (")[2], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 DOVECOT_PROCESSES = ("imap", "dovecot", "imap-login", "auth", "config", "anvil", "log")
 
 
 def _dovecot_cpu() -> float:
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # gone meanwhile
-        name, _, rest = text.partition(") ")
-        if name.partition(" (")[2] in DOVECOT_PROCESSES:
-            fields = rest.split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(
+        seconds
+        for name, seconds in map(_stat_cpu, Path("/proc").glob("[0-9]*/stat"))
+        if name in DOVECOT_PROCESSES
+    )
 
 
 def best(runs: Iterator[dict[str, Any]]) -> dict[str, Any]:

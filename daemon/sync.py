@@ -268,12 +268,12 @@ def _process(
     gone = threading.Event()  # set when the cycle stops taking batches
     batches = fetched_ahead(_batches(mailbox.fetch(uids, sync.max_message_bytes), gone), gone)
     triaged = _untriaged(batches) if triage is None else triage(store, folder, batches, len(uids))
-    # Closed in reverse: triage's read-ahead, then the fetch thread, joined here, before an
-    # error reaches a caller that logs out (its traceback would keep the thread's generator).
     total, done = len(uids), 0
     loud = total >= PROGRESS_FROM
     if loud:
         logger.info("%s: %s new messages to read", folder.name, f"{total:,}")
+    # Closed in reverse: triage's read-ahead, then the fetch thread, joined here, before an
+    # error reaches a caller that logs out (its traceback would keep the thread's generator).
     with contextlib.closing(batches), contextlib.closing(triaged):
         for batch, ready in triaged:
             _process_batch(store, folder, validity, batch, ready, now, handle, result, advance)
@@ -362,8 +362,8 @@ def fetched_ahead(
 ) -> Generator[T, None, None]:
     """`items`, taken by a thread of its own one ahead of the caller: the server sends the
     next batch while the cycle records this one (it waited for each before: over a quarter
-    of a first sync's time). Until this generator ends (done, failed or closed) only that thread
-    touches what `items` reads, the connection; it ends with it, after the item in hand.
+    of a first sync's time). Until this generator ends (done, failed or closed) only that
+    thread touches what `items` reads, the connection; it ends with it, after the item in hand.
     `gone` is set then, for `items` to stop early. An error it meets is raised here, after
     the items before it, as if met here."""
     # An item as a 1-tuple, then None at the end or the error that ended it.
