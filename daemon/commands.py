@@ -289,6 +289,13 @@ def status(args: argparse.Namespace) -> int:
     if not rows:
         print("no applications yet" + ("" if folders else ": run `nextround once`"))
         return EXIT_OK
+    for line in application_table(rows):
+        print(line)
+    return EXIT_OK
+
+
+def application_table(rows: list[dict[str, Any]]) -> list[str]:
+    """`status`'s table of applications, a line each after the heading."""
     # As wide as the longest value on a terminal (CJK characters take two columns, combining
     # accents none); company and role cut (marked) past a limit, never the contact, an
     # address the user may need to copy.
@@ -296,23 +303,23 @@ def status(args: argparse.Namespace) -> int:
         (row, _cut(row["company"] or "?", 30), _cut(row["role"] or "?", 40), row["contact"] or "-")
         for row in rows
     ]
-    company = max(len("COMPANY"), *(_columns(cell[1]) for cell in cells))
-    role = max(len("ROLE"), *(_columns(cell[2]) for cell in cells))
-    contact = max(len("CONTACT"), *(_columns(cell[3]) for cell in cells))
-    print(
+    company = max([len("COMPANY"), *(_columns(cell[1]) for cell in cells)])
+    role = max([len("ROLE"), *(_columns(cell[2]) for cell in cells)])
+    contact = max([len("CONTACT"), *(_columns(cell[3]) for cell in cells)])
+    lines = [
         f"{'ID':>3} {'COMPANY':<{company}} {'ROLE':<{role}} {'STAGE':<11} {'STATE':<13} "
         f"{'CONTACT':<{contact}} NEXT"
-    )
+    ]
     for row, company_cell, role_cell, contact_cell in cells:
         when = (
             f" at {row['next_action_at'][:16].replace('T', ' ')}" if row["next_action_at"] else ""
         )
-        print(
+        lines.append(
             f"{row['id']:>3} {_pad(company_cell, company)} {_pad(role_cell, role)} "
             f"{row['stage'] or '-':<11} {row['state']:<13} {_pad(contact_cell, contact)} "
             f"{row['next_action']}{when}"
         )
-    return EXIT_OK
+    return lines
 
 
 def _columns(text: str) -> int:

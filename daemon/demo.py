@@ -413,18 +413,10 @@ class Demo:
         raise NextroundError(f"demo: the draft for application #{planned.application_id} is gone")
 
     def show_status(self, store: Store) -> None:
-        from nextround.daemon.commands import application_rows
+        from nextround.daemon.commands import application_rows, application_table
 
-        rows = application_rows(self.config, store)
-        say(f"{'ID':>3} {'COMPANY':<20} {'STAGE':<11} {'STATE':<12} {'CONTACT':<34} NEXT")
-        for row in rows:
-            moment = row["next_action_at"]
-            next_at = f" ({when(datetime.fromisoformat(moment))})" if moment else ""
-            say(
-                f"{row['id']:>3} {(row['company'] or '?')[:20]:<20} {row['stage'] or '-':<11} "
-                f"{row['state']:<12} {(row['contact'] or '-')[:34]:<34} "
-                f"{row['next_action']}{next_at}"
-            )
+        for line in application_table(application_rows(self.config, store)):
+            say(line)
 
 
 def reuse_model(installed: Path, settings: ModelSettings) -> RejectionModel | None:

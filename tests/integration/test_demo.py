@@ -184,5 +184,10 @@ def test_demo_shows_the_whole_lifecycle_offline_and_leaves_nothing_behind(
         "Lumenhive": ("stale", "ines.carvalho@lumenhive.com"),
         "Quillfinch": ("replied", "mara.lindqvist@quillfinch.com"),
     }
+    # The demo's step 7 shows the very table `status` prints.
+    table = run_cli("-c", str(kept / "config.toml"), "status")
+    assert table.code == 0, table.err
+    assert len(table.out.splitlines()) == 1 + len(rows), table.out
+    assert table.out in out.split("7. `nextround status`", 1)[1], (table.out, out)
     for directory in must_stay_empty:
         assert list(directory.iterdir()) == [], f"{directory} is not empty"
