@@ -42,7 +42,6 @@ from nextround.daemon.drafts import (
     Renderer,
     build_draft,
     draft_variables,
-    is_reply_subject,
     local_date,
     normalised_subject,
     parse_header_value,
@@ -80,11 +79,19 @@ ATTACH_WINDOW = timedelta(days=60)
 # A draft must stay missing this long, with no sent copy, before it counts as deleted: some
 # clients remove the draft a moment before they store the sent copy.
 VANISH_GRACE = timedelta(minutes=10)
+# How many UIDs of Drafts after a pending draft's are read to tell what became of it.
+SINCE = 200
 _AUTO_SUBJECT = re.compile(
     r"\b(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|"
-    r"abwesenheit|automatische antwort|réponse automatique|absence|fuera de la oficina|"
-    r"respuesta automática|afwezig|automatisch antwoord|on vacation|away from (the )?office)\b",
+    r"abwesenheit\w*|automatische antwort|réponse automatique|absence|fuera de la oficina|"
+    r"respuesta automática|afwezig|automatisch antwoord|automatisk svar|risposta automatica|"
+    r"resposta automática|on vacation|away from (the )?office)\b",
     re.IGNORECASE,
+)
+# A new mail's subject that speaks of feedback, in the languages the classifier reads.
+_FEEDBACK_SUBJECT = re.compile(
+    r"feedback|rückmeldung|retour|retroalimentación|terugkoppeling|riscontro|återkoppling|"
+    r"tilbakemelding"
 )
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
@@ -292,8 +299,13 @@ class Engine:
                 for fetched, reading in zip(batch, readings, strict=True)
             ]
         followed: set[str] = set()
+        # The people asked for feedback: what they write is handled one by one, whatever
+        # its words, as it may be the answer though it names no message of ours.
+        asked: set[str] = set()
         for app in apps.all_applications(store):
             followed |= app.known_ids
+            if app.state in REPLY_STATES and app.contact_email:
+                asked.add(app.contact_email)
         ready: list[Ready] = []
         # A message handled one by one may add itself and what it answers to a conversation
         # we follow (or open one): later mail of the batch that answers any of those is
@@ -309,7 +321,8 @@ class Engine:
             keys = message.conversation_keys
             in_followed = not reading.full and not followed.isdisjoint(keys)
             answers_batch = bool(keys) and (unknown or not adds.isdisjoint(keys))
-            if not reading.full and not in_followed and not answers_batch:
+            from_asked = message.from_ is not None and message.from_.email in asked
+            if not reading.full and not in_followed and not answers_batch and not from_asked:
                 settled = self._settled(message, reading)
                 if settled is not None:
                     ready.append(settled)
@@ -369,9 +382,9 @@ class Engine:
             person = message.from_ is not None and is_human_address(message.from_)
             in_conversation = apps.by_thread(store, [message.conversation]) if person else []
             related = [app for app in in_conversation if app.state in REPLY_STATES]
-        if not related and not keys and not analysis.job_mail and is_reply_subject(message.subject):
-            # Not job mail: the same recruiter's next rejection, under the ATS's same subject
-            # and without threading headers like every fresh rejection, is no reply.
+        if not related and not keys and not analysis.job_mail:
+            # Not job mail: the same recruiter's next rejection, without threading headers
+            # like every fresh rejection (under the ATS's same subject, even), is no reply.
             related = self._unthreaded_reply_to(store, message)
         replying = not from_user and not is_auto_reply(message)
         for app in related:
@@ -495,19 +508,26 @@ class Engine:
 
     def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
         """The application a mail without In-Reply-To or References answers, if any: some
-        tools write neither. It must come from the person the request went to, under the
-        request's subject (with a reply prefix), after it was sent."""
+        tools write neither, and people answer in a new mail of their own. It must come
+        from the person the request went to, after it was sent, under the request's subject
+        or one that speaks of feedback ("Feedback on your interview"; not "Coffee next
+        month?"). From anyone else it is not matched: a colleague's mail, without threading
+        headers, cannot be told from the company's other mail."""
         sender = message.from_
         if sender is None:
             return []
         subject = normalised_subject(message.subject)
+        about_feedback = _FEEDBACK_SUBJECT.search(subject) is not None
         return [
             app
             for app in apps.in_states(store, list(REPLY_STATES))
             if app.contact_email == sender.email
             and app.request_sent_at is not None
             and (message.date is None or message.date >= app.request_sent_at)
-            and subject == normalised_subject(app.request_subject or app.rejection_subject)
+            and (
+                about_feedback
+                or subject == normalised_subject(app.request_subject or app.rejection_subject)
+            )
         ]
 
     def _contact(self, store: Store, message: Message, reply_to: str | None) -> Address | None:
@@ -757,17 +777,26 @@ class Engine:
                 if sent_id:
                     return Recovered(pending, sent_id, _date_of(parsed))
         taken = app.pending_drafts_uidnext
-        if taken is not None and mailbox.status(drafts).uidnext > taken:
-            # Drafts stored something since. What it stored first, at the UID that was next
-            # when we wrote, is ours unless it is still there and another's (the user's client
-            # saved a draft of theirs): then our APPEND never got there, and it is written now.
-            first = mailbox.headers_of(drafts, [taken]).get(taken)
-            if first is not None and not _is_draft(first, wanted, pending):
-                logger.warning("#%d: the %s draft never reached %s; writing it", *wanted, drafts)
-                return None
-            # Ours, which the user has deleted. The usual rules take it from here (a vanished
-            # draft means skipped); never a second one.
+        if taken is None or (uidnext := mailbox.status(drafts).uidnext) <= taken:
+            return None
+        # Drafts stored something since we wrote. What the UID that was next holds is ours,
+        # or another's (the user's client saved a draft of theirs): ours never got there. If
+        # it holds nothing, it was ours, deleted by the user or saved anew by their client
+        # (an edit keeps what it answers); or a draft of theirs an autosave replaced, and
+        # ours never got there: then that autosave's draft is after it. An extra draft is
+        # better than a rejection never answered; a draft the user deleted is not written
+        # again unless that is all that can be said.
+        since = mailbox.headers_of(drafts, list(range(taken, min(uidnext, taken + SINCE))))
+        first = since.get(taken)
+        ours = first is not None and _is_draft(first, wanted, pending)
+        edited = (
+            first is None
+            and bool(spec.answers)
+            and bool(mailbox.search_header(drafts, "In-Reply-To", spec.answers))
+        )
+        if ours or edited or all(_is_draft(found, wanted, pending) for found in since.values()):
             return Recovered(pending)
+        logger.warning("#%d: the %s draft never reached %s; writing it", *wanted, drafts)
         return None
 
     def draft_spec(self, app: Application, step: str) -> DraftSpec:

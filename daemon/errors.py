@@ -51,6 +51,19 @@ class AuthError(MailboxError):
     kind = "authentication"
 
 
+class UnreadableError(ConnectError):
+    """The connection dropped while the server was asked for one message alone, after it had
+    refused a command naming it: that message, `uid`, is one the server cannot give."""
+
+    def __init__(self, text: str, uid: int) -> None:
+        super().__init__(text)
+        self.uid = uid
+
+
+class RefusedError(MailboxError):
+    """The server answered a command with NO or BAD: the connection itself is fine."""
+
+
 class FolderError(MailboxError):
     """A folder we need does not exist or cannot be selected."""
 

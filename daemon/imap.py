@@ -27,7 +27,9 @@ from nextround.daemon.errors import (
     DnsError,
     FolderError,
     MailboxError,
+    RefusedError,
     TlsError,
+    UnreadableError,
 )
 from nextround.daemon.mailbox import HEADER_FIELDS, Fetched, FolderInfo, FolderStatus
 
@@ -41,6 +43,8 @@ SIZE_QUERY_CHUNK = 1000
 # Larger than this, a message's size is asked before it is fetched; a group of the others
 # stays within FETCH_GROUP_BYTES.
 LARGE_MESSAGE = FETCH_GROUP_BYTES // FETCH_GROUP_MESSAGES
+# RFC 5530's codes for a refusal that may pass: the command is tried again next cycle.
+_TEMPORARY = ("[UNAVAILABLE]", "[INUSE]")
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 
 
@@ -69,7 +73,7 @@ def translate_errors(host: str, doing: str) -> Iterator[None]:
     except imaplib.IMAP4.abort as error:
         raise ConnectError(f"{host}: connection lost while {doing}: {error}") from None
     except imaplib.IMAP4.error as error:
-        raise MailboxError(f"{host}: server refused while {doing}: {error}") from None
+        raise RefusedError(f"{host}: server refused while {doing}: {error}") from None
     except UnicodeError:
         # Never the error's own text: it quotes the character and its place, and what was
         # being encoded may be the password.
@@ -224,28 +228,63 @@ class ImapMailbox:
     def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
         for start in range(0, len(uids), SIZE_QUERY_CHUNK):
             chunk = list(uids[start : start + SIZE_QUERY_CHUNK])
-            # Memory stays bounded without asking every message's size (parsing that answer
-            # was a tenth of a first sync's IMAP time): only the few large ones are asked.
-            with self._errors("looking for large messages"):
-                large = self.client.search(["UID", _uid_set(chunk), "LARGER", LARGE_MESSAGE])
-            sizes = dict.fromkeys(chunk, LARGE_MESSAGE)  # at most, for all the others
-            if large:
-                with self._errors("fetching sizes"):
-                    found = self.client.fetch(sorted(large), [b"RFC822.SIZE"])
-                sizes |= {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in found.items()}
+            try:
+                sizes = self._sizes(chunk)
+            except RefusedError:
+                yield from self._one_by_one(chunk, max_bytes)
+                continue
             for group in _groups(chunk, sizes, max_bytes):
-                yield from self._fetch_group(group, max_bytes)
+                try:
+                    found = self._fetch_group(group, max_bytes)
+                except RefusedError:
+                    yield from self._one_by_one(group, max_bytes)
+                    continue
+                yield from found
 
-    def _fetch_group(self, group: list[int], max_bytes: int) -> Iterator[Fetched]:
+    def _sizes(self, chunk: list[int]) -> dict[int, int]:
+        """Each message's size, or at most LARGE_MESSAGE. Memory stays bounded without asking
+        every message's size (parsing that answer was a tenth of a first sync's IMAP time):
+        only the few large ones are asked."""
+        with self._errors("looking for large messages"):
+            large = self.client.search(["UID", _uid_set(chunk), "LARGER", LARGE_MESSAGE])
+        sizes = dict.fromkeys(chunk, LARGE_MESSAGE)  # at most, for all the others
+        if large:
+            with self._errors("fetching sizes"):
+                found = self.client.fetch(sorted(large), [b"RFC822.SIZE"])
+            sizes |= {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in found.items()}
+        return sizes
+
+    def _one_by_one(self, uids: list[int], max_bytes: int) -> Iterator[Fetched]:
+        """After the server refused a command naming these messages: each alone, so that one
+        it cannot read (a damaged file, a size its index has wrong) stops no other. That one
+        comes back `refused`, unless the server calls the refusal temporary: then the cycle
+        fails as before, and fetches it again next time. Its size is asked first: Dovecot
+        refuses that, where asked for the body it drops the connection (UnreadableError)."""
+        for uid in uids:
+            try:
+                self._sizes([uid])
+                found = self._fetch_group([uid], max_bytes)
+            except RefusedError as error:
+                if any(code in str(error).upper() for code in _TEMPORARY):
+                    raise
+                logger.warning("the server cannot give UID %d: %s", uid, error)
+                found = [Fetched(uid=uid, raw=b"", size=0, limit=max_bytes, refused=str(error))]
+            except ConnectError as error:
+                raise UnreadableError(str(error), uid) from None
+            yield from found
+
+    def _fetch_group(self, group: list[int], max_bytes: int) -> list[Fetched]:
         items = [b"RFC822.SIZE", f"BODY.PEEK[]<0.{max_bytes}>".encode()]
         if self.gmail:
             items.append(b"X-GM-THRID")
         with self._errors("fetching messages"):
             response = self._fetch_bodies(group, items)
-        for uid in group:
-            data = response.pop(uid, None)
-            if data is not None:  # a message expunged meanwhile is simply absent
-                yield fetched(uid, data, int(data.get(b"RFC822.SIZE", 0)), max_bytes)
+        # A message expunged meanwhile is simply absent.
+        return [
+            fetched(uid, data, int(data.get(b"RFC822.SIZE", 0)), max_bytes)
+            for uid in group
+            if (data := response.pop(uid, None)) is not None
+        ]
 
     def _fetch_bodies(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, Any]]:
         """imapclient's `fetch`, but the answer read by `simple_fetch` where it can: its parser

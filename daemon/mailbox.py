@@ -36,6 +36,9 @@ class Fetched:
     # The server's own id for the conversation, when it keeps one (Gmail's X-GM-THRID, as
     # "x-gm-thrid:<n>"): replies are matched by it too, whatever their headers say.
     thread: str = ""
+    # Why the server would not give this message (it answered NO when asked for it alone);
+    # empty when it did.
+    refused: str = ""
 
     @property
     def truncated(self) -> bool:

@@ -232,13 +232,13 @@ class Store:
 
     # -- messages ------------------------------------------------------------------------
 
-    def known_uids(self, folder: str, uidvalidity: int) -> set[int]:
-        """The UIDs recorded for a folder in this UIDVALIDITY: one query, not one per UID
-        (a first sync resumed on a large mailbox asks about each of them)."""
+    def known_uids(self, folder: str, uidvalidity: int, above: int = 0) -> set[int]:
+        """The UIDs above `above` recorded for a folder in this UIDVALIDITY: one query, not
+        one per UID (a first sync resumed on a large mailbox asks about each of them)."""
         with storage_errors("reading the recorded messages"):
             rows = self.connection.execute(
-                "SELECT uid FROM messages WHERE folder = ? AND uidvalidity = ?",
-                (folder, uidvalidity),
+                "SELECT uid FROM messages WHERE folder = ? AND uidvalidity = ? AND uid > ?",
+                (folder, uidvalidity, above),
             ).fetchall()
         return {int(uid) for (uid,) in rows}
 

@@ -29,6 +29,7 @@ from nextround.daemon.errors import (
     MessageParseError,
     NextroundError,
     StorageError,
+    UnreadableError,
 )
 from nextround.daemon.mailbox import Fetched, Mailbox, choose_folder
 from nextround.daemon.parse import header_message_id, parse_message
@@ -172,9 +173,12 @@ def sync_folder(
             return result  # nothing new: one STATUS was all it took
         selected = mailbox.select(folder.name)
         if selected.uidvalidity == position.uidvalidity:
-            uids = mailbox.uids_after(position.last_uid)
-            result.new = len(uids)
             validity = selected.uidvalidity
+            # Past the position only a message the server would not give can be recorded
+            # (`_process`): it is not asked for again.
+            known = store.known_uids(folder.name, validity, above=position.last_uid)
+            uids = [uid for uid in mailbox.uids_after(position.last_uid) if uid not in known]
+            result.new = len(uids)
             _process(mailbox, store, folder, validity, uids, sync, now, result, handle, triage)
             settled = max([selected.uidnext - 1, position.last_uid, *uids])
             with store.transaction():
@@ -274,12 +278,20 @@ def _process(
         logger.info("%s: %s new messages to read", folder.name, f"{total:,}")
     # Closed in reverse: triage's read-ahead, then the fetch thread, joined here, before an
     # error reaches a caller that logs out (its traceback would keep the thread's generator).
-    with contextlib.closing(batches), contextlib.closing(triaged):
-        for batch, ready in triaged:
-            _process_batch(store, folder, validity, batch, ready, now, handle, result, advance)
-            before, done = done, done + len(batch)
-            if loud and done < total and done // PROGRESS_EVERY > before // PROGRESS_EVERY:
-                logger.info("%s: %s of %s read", folder.name, f"{done:,}", f"{total:,}")
+    try:
+        with contextlib.closing(batches), contextlib.closing(triaged):
+            for batch, ready in triaged:
+                _process_batch(store, folder, validity, batch, ready, now, handle, result, advance)
+                before, done = done, done + len(batch)
+                if loud and done < total and done // PROGRESS_EVERY > before // PROGRESS_EVERY:
+                    logger.info("%s: %s of %s read", folder.name, f"{done:,}", f"{total:,}")
+    except UnreadableError as error:
+        # Recorded, so the next cycle does not ask for it again (and lose the connection
+        # again); the mail before it that this cycle did not record is fetched again.
+        with store.transaction():
+            _record_refused(store, folder, validity, error.uid, 0, str(error), now)
+        result.failed += 1
+        raise
 
 
 def _untriaged(batches: Iterator[list[Fetched]]) -> Triaged:
@@ -429,6 +441,24 @@ def with_thread(message: Message, fetched: Fetched) -> Message:
     return replace(message, conversation=fetched.thread)
 
 
+def _record_refused(
+    store: Store, folder: FolderRef, validity: int, uid: int, size: int, reason: str, now: datetime
+) -> None:
+    """A message the server would not give, recorded as failed with its reason: the cycles go
+    on past it, and `status --folders` counts and shows it."""
+    logger.warning("%s UID %d recorded as failed: the server would not give it", folder.name, uid)
+    store.record_message(
+        folder.name,
+        validity,
+        uid,
+        size,
+        now,
+        message_id=f"<uid-{uid}-refused@nextround.invalid>",
+        error=f"the server would not give it: {reason}",
+        status="failed",
+    )
+
+
 def _process_one(
     store: Store,
     folder: FolderRef,
@@ -449,6 +479,14 @@ def _process_one(
         if advance:
             store.set_position(folder.name, folder.role, validity, fetched.uid, True, now)
 
+    if fetched.refused:
+        with atomic():
+            _record_refused(
+                store, folder, validity, fetched.uid, fetched.size, fetched.refused, now
+            )
+            settle()
+        result.failed += 1
+        return
     try:
         message = triaged or with_thread(
             parse_message(fetched.raw, truncated=fetched.truncated), fetched

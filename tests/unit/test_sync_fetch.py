@@ -5,6 +5,7 @@ them. And a long sync says how far it got."""
 
 from __future__ import annotations
 
+import imaplib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,8 @@ import pytest
 from nextround.classifier.message import Message
 from nextround.daemon import sync
 from nextround.daemon.config import SyncConfig
-from nextround.daemon.errors import MailboxError, StorageError
+from nextround.daemon.errors import MailboxError, RefusedError, StorageError, UnreadableError
+from nextround.daemon.imap import ImapMailbox
 from nextround.daemon.mailbox import Fetched, FolderStatus
 from nextround.daemon.store import Store
 from nextround.daemon.sync import FolderRef, _batches, fetched_ahead, sync_folder
@@ -204,3 +206,99 @@ def test_a_long_sync_says_how_far_it_got(
         "INBOX: 4 of 12 read",
         "INBOX: 8 of 12 read",
     ]
+
+
+# -- a message the server will not give --------------------------------------------------------
+
+
+class FakeClient:
+    """imapclient's few calls the fetch makes, over messages 1..count: any command naming
+    one of `bad` is refused (NO, with `code`); with `drops`, its body alone drops the
+    connection, and a search naming it is answered."""
+
+    def __init__(self, count: int, bad: set[int], code: str = "SERVERBUG", drops: bool = False):
+        self.count, self.bad, self.code, self.drops = count, bad, code, drops
+
+    def _uids(self, criteria: Any) -> list[int]:
+        text = str(criteria[1]) if criteria[0] == "UID" else ",".join(map(str, criteria))
+        found: list[int] = []
+        for part in text.split(","):
+            low, _, high = part.partition(":")
+            found += range(int(low), int(high or low) + 1)
+        return found
+
+    def search(self, criteria: Any) -> list[int]:
+        if not self.drops and self.bad & set(self._uids(criteria)):
+            raise imaplib.IMAP4.error(f"SEARCH failed: [{self.code}] Internal error")
+        return []
+
+    def fetch(self, uids: list[int], items: Any) -> dict[int, dict[bytes, Any]]:
+        if self.bad & set(uids):
+            if self.drops and len(uids) == 1:
+                raise imaplib.IMAP4.abort("socket error: EOF")
+            raise imaplib.IMAP4.error(f"FETCH failed: [{self.code}] Internal error")
+        return {uid: {b"RFC822.SIZE": 100, b"BODY[]<0>": raw(uid)} for uid in uids}
+
+
+def test_a_message_the_server_refuses_comes_back_refused_and_stops_no_other() -> None:
+    mailbox = ImapMailbox(FakeClient(8, {5}), "imap.example")  # type: ignore[arg-type]
+    got = list(mailbox.fetch(list(range(1, 9)), 1000))
+    assert [(item.uid, bool(item.raw), bool(item.refused)) for item in got] == [
+        (uid, uid != 5, uid == 5) for uid in range(1, 9)
+    ]
+    assert "SERVERBUG" in got[4].refused
+
+
+def test_a_refusal_the_server_calls_temporary_fails_the_cycle_as_before() -> None:
+    mailbox = ImapMailbox(FakeClient(8, {5}, code="UNAVAILABLE"), "imap.example")  # type: ignore[arg-type]
+    with pytest.raises(RefusedError, match="UNAVAILABLE"):
+        list(mailbox.fetch(list(range(1, 9)), 1000))
+
+
+def test_a_message_whose_body_drops_the_connection_is_named_by_the_error() -> None:
+    mailbox = ImapMailbox(FakeClient(8, {5}, drops=True), "imap.example")  # type: ignore[arg-type]
+    got: list[int] = []
+    with pytest.raises(UnreadableError) as raised:
+        got += (item.uid for item in mailbox.fetch(list(range(1, 9)), 1000))
+    assert raised.value.uid == 5 and got == [1, 2, 3, 4]
+
+
+class UnreadableMailbox(RecordingMailbox):
+    """Messages 1..count; asked for alone, `bad` drops the connection (UnreadableError)."""
+
+    def __init__(self, count: int, bad: int) -> None:
+        super().__init__(count)
+        self.bad = bad
+        self.asked: list[int] = []
+
+    def uids_after(self, uid: int) -> list[int]:
+        return list(range(uid + 1, self.count + 1))
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
+        self.asked += uids
+        for uid in uids:
+            if uid == self.bad:
+                raise UnreadableError("imap.example: connection lost while fetching", uid)
+            yield Fetched(uid, raw(uid), 100, max_bytes)
+
+
+def test_a_message_that_drops_the_connection_is_not_asked_for_again(tmp_path: Path) -> None:
+    """The connection drops as the server is asked for message 5 alone: the cycle fails, as
+    any dropped connection fails it, with 5 recorded as failed; the next asks for the rest,
+    the messages before 5 the failed cycle did not record among them, and never for 5."""
+    store = Store.open(tmp_path / "state.db")
+    try:
+        mailbox: Any = UnreadableMailbox(2, bad=5)
+        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)  # the first sync: 1 and 2
+        mailbox.count = 8
+        with pytest.raises(UnreadableError):
+            sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
+        mailbox.asked = []
+        result = sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
+        assert 5 not in mailbox.asked and result.recorded == 8 - 2 - 1, (mailbox.asked, result)
+        [(_, uid, _, error)] = store.unparsable()
+        assert uid == 5 and "would not give it" in error
+        position = store.position("INBOX")
+        assert position is not None and position.last_uid == 8
+    finally:
+        store.close()
