@@ -57,6 +57,29 @@ FIRST_BACKOFF = 2.0
 # A cycle running longer than this is considered hung: the watchdog is no longer fed, so
 # systemd restarts the service.
 CYCLE_HUNG_AFTER = timedelta(minutes=30)
+# On the way out, a goodbye (DONE, LOGOUT) waits this long at most for its answer, not
+# [imap] timeout: systemd kills the service 15 s after SIGTERM, and nothing needs the answer.
+GOODBYE_SECONDS = 2.0
+# After a SIGTERM, how long a cycle may go on to its next commit before its connection is
+# shut: a read stalled on a silent link would otherwise last [imap] timeout.
+STOP_GRACE_SECONDS = 5.0
+# Beyond the poll interval (or the backoff cap, if longer), how late the periodic cycle may
+# be before the main thread asks for it: APScheduler times it by the wall clock, which an
+# administrator or NTP may set back.
+OVERDUE_MARGIN = timedelta(minutes=1)
+
+
+def hasten(client: imapclient.IMAPClient) -> None:
+    """Bound the reads still to come on `client` by GOODBYE_SECONDS."""
+    with contextlib.suppress(OSError):
+        client.socket().settimeout(GOODBYE_SECONDS)
+
+
+def due_anyway(running: bool, wanted: bool, idle_seconds: float, patience: float) -> bool:
+    """Whether the main thread should ask for a cycle APScheduler has not run: none is
+    running, and one was asked for (a wake-up APScheduler refused, as it counts the cycle
+    that just ended as running until it returns), or none has ended for `patience`."""
+    return not running and (wanted or idle_seconds > patience)
 
 
 class Backoff:
@@ -103,6 +126,7 @@ class StateLog:
 @dataclass
 class Health:
     cycle_started: float | None = None
+    cycle_ended: float = field(default_factory=time.monotonic)
     last_summary: str = "starting"
     ready: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,8 +159,19 @@ class Service:
 
     def run(self) -> int:
         self.install_signal_handlers()
+        running: Config | None = None  # the configuration the last Runner ran with
         while True:
-            runner = Runner(self.config, self.notifier, self.health)
+            try:
+                runner = Runner(self.config, self.notifier, self.health)
+            except NextroundError as error:
+                if running is None:
+                    raise  # at start: nothing to keep running
+                # Valid, but not usable (a database it cannot open, a model it cannot
+                # train): as with a configuration that does not parse.
+                logger.error("not reloading, keeping the running configuration: %s", error)
+                self.config = running
+                continue
+            running = self.config
             runner.run(lambda: stopping.STOP.is_set() or self.reload_requested.is_set())
             if stopping.STOP.is_set():
                 break
@@ -197,16 +232,44 @@ class Runner:
             else:
                 while not should_stop():
                     self.feed_watchdog()
+                    self.nudge()
                     time.sleep(1.0)
         finally:
             with self.scheduling:
                 self.closing = True
-            # Waits for the cycle in hand; it stops at its next commit (stopping.check).
-            self.scheduler.shutdown(wait=True)
+            self.finish_cycle()
             if self.session is not None:
+                if stopping.STOP.is_set() and isinstance(self.session.mailbox, ImapMailbox):
+                    hasten(self.session.mailbox.client)
                 self.session.close()
                 self.session = None
             self.store.close()
+
+    def finish_cycle(self) -> None:
+        """Wait for the cycle in hand, feeding the watchdog meanwhile (a reload lets it run to
+        its end, which may be minutes). After a SIGTERM it stops at its next commit
+        (stopping.check); if it is still reading STOP_GRACE_SECONDS later, a silent link
+        holds it, and its connection is shut."""
+        ended = threading.Event()
+
+        def shutdown() -> None:
+            try:
+                self.scheduler.shutdown(wait=True)
+            finally:
+                ended.set()
+
+        threading.Thread(target=shutdown, name="nextround-shutdown", daemon=True).start()
+        stop_seen: float | None = None
+        while not ended.wait(0.5):
+            self.feed_watchdog()
+            if not stopping.STOP.is_set():
+                continue
+            stop_seen = stop_seen or time.monotonic()
+            if time.monotonic() - stop_seen > STOP_GRACE_SECONDS:
+                session = self.session
+                if session is not None and isinstance(session.mailbox, ImapMailbox):
+                    with contextlib.suppress(OSError):
+                        session.mailbox.client.socket().shutdown(socket.SHUT_RDWR)
 
     # -- the cycle job ----------------------------------------------------------------------
 
@@ -243,6 +306,7 @@ class Runner:
         finally:
             with self.health.lock:
                 self.health.cycle_started = None
+                self.health.cycle_ended = time.monotonic()
             self.feed_watchdog()
             if self.wanted.is_set() and self.cycle_backoff.attempts == 0:
                 self.run_cycle_at(datetime.now(UTC) + timedelta(seconds=0.2))
@@ -269,6 +333,17 @@ class Runner:
     def run_cycle_now(self) -> None:
         self.wanted.set()
         self.run_cycle_at(datetime.now(UTC))
+
+    def nudge(self) -> None:
+        """Ask again for a cycle APScheduler did not run (see `due_anyway`)."""
+        schedule = self.config.schedule
+        patience = max(schedule.poll_delay, schedule.backoff_cap) + OVERDUE_MARGIN
+        with self.health.lock:
+            running = self.health.cycle_started is not None
+            idle = time.monotonic() - self.health.cycle_ended
+        wanted = self.wanted.is_set() and self.cycle_backoff.attempts == 0  # as `cycle` asks
+        if due_anyway(running, wanted, idle, patience.total_seconds()):
+            self.run_cycle_at(datetime.now(UTC))
 
     def feed_watchdog(self) -> None:
         """Proves the daemon is alive, including while it waits out an outage; withheld only
@@ -342,8 +417,13 @@ class IdleWatcher:
                 if any(_is_bye(response) for response in responses):
                     raise MailboxError(f"{self.config.imap.host}: server said BYE during IDLE")
                 self.runner.feed_watchdog()
-            # DONE has to be answered: a dead link times out here instead of hanging.
-            client.idle_done()
+                self.runner.nudge()
+            # DONE has to be answered: a dead link times out here instead of hanging, and
+            # soon when stopping. Mail that came just before it is told in the answer.
+            if should_stop():
+                hasten(client)
+            _, late = client.idle_done()
+            new_mail = new_mail or any(_is_new_mail(response) for response in late)
         except (OSError, imapclient.exceptions.IMAPClientError) as error:
             raise MailboxError(f"{self.config.imap.host}: IDLE failed: {error}") from None
         if new_mail:
@@ -355,6 +435,8 @@ class IdleWatcher:
     def drop(self) -> None:
         if self.mailbox is not None:
             mailbox, self.mailbox = self.mailbox, None
+            if stopping.STOP.is_set():
+                hasten(mailbox.client)
             with contextlib.suppress(NextroundError):
                 mailbox.logout()
 
@@ -362,6 +444,7 @@ class IdleWatcher:
         deadline = time.monotonic() + seconds
         while not should_stop() and time.monotonic() < deadline:
             self.runner.feed_watchdog()
+            self.runner.nudge()
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from dovecot import Dovecot, MailUser
 from support import ConfigWriter
+from tcpproxy import TcpProxy
 
 from nextround.daemon.store import cycle_lock
 
@@ -105,13 +106,30 @@ def drafts(user: MailUser) -> int:
     return len(user.uids("Drafts"))
 
 
+def cycles_done(notify: NotifySocket) -> int:
+    """How many cycles have ended well: each says so in its STATUS."""
+    return sum(message.startswith("STATUS=last cycle") for message in notify.drain())
+
+
+def newsletter() -> bytes:
+    message = EmailMessage()
+    message["From"] = "Weekly Digest <digest@news.example>"
+    message["To"] = "Alex Doe <alex@example.org>"
+    message["Subject"] = "This week in gardening"
+    message["Date"] = format_datetime(time_now())
+    message["Message-ID"] = make_msgid(domain="news.example")
+    message.set_content("Ten bulbs to plant before the frost.\n")
+    return message.as_bytes()
+
+
 def test_idle_drafts_within_seconds_and_notifies_systemd(
     daemon: tuple[subprocess.Popen[bytes], NotifySocket, MailUser, Path],
 ) -> None:
     process, notify, user, _ = daemon
     wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
     wait_for(lambda: notify.seen("WATCHDOG=1"), 20, "WATCHDOG=1")
-    time.sleep(1.0)  # let the first cycle finish and IDLE begin
+    # The first cycle has ended (IDLE, once connected, looks for mail that came before it).
+    wait_for(lambda: cycles_done(notify) >= 1, 30, "the first cycle")
     user.append("INBOX", rejection("Tidewater Systems", "ines.ferreira@tidewater.example"))
     took = wait_for(lambda: drafts(user) == 1, 5.0, "a draft within 5 s of the rejection")
     assert took < 5.0
@@ -127,18 +145,21 @@ def test_outage_reconnects_and_drafts_mail_that_arrived_meanwhile_once(
     tmp_path: Path,
 ) -> None:
     process, notify, user, _ = daemon
-    wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
-    time.sleep(1.0)
+    log = tmp_path / "daemon.log"
+    wait_for(lambda: cycles_done(notify) >= 1, 60, "the first cycle")
     dovecot.stop()
     try:
         # Mail lands in the Maildir while the server is down (as a delivery agent would).
         user.seed_maildir("INBOX", [rejection("Quarry Lane", "ines.ferreira@quarrylane.example")])
-        time.sleep(3.0)  # a few failed retries under backoff
+        wait_for(lambda: "retrying with backoff" in log.read_text(), 30, "a failed retry")
         assert process.poll() is None, "the daemon must not exit during an outage"
     finally:
         dovecot.restart()
     wait_for(lambda: drafts(user) == 1, 30, "the draft after the server came back")
-    time.sleep(3.0)
+    # One more cycle, woken by other mail, finds nothing more to draft.
+    done = cycles_done(notify)
+    user.append("INBOX", newsletter())
+    wait_for(lambda: cycles_done(notify) > done, 30, "a cycle after the draft")
     assert drafts(user) == 1, "drafted twice"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
@@ -216,8 +237,7 @@ def test_sigterm_while_the_cycle_waits_for_the_lock_exits_at_once(
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
-            time.sleep(1.0)  # the cycle is now waiting for the lock
+            wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")  # then the lock's wait
             process.send_signal(signal.SIGTERM)
             started = time.monotonic()
             try:
@@ -230,3 +250,105 @@ def test_sigterm_while_the_cycle_waits_for_the_lock_exits_at_once(
                 process.kill()
             process.wait(timeout=10)
     assert code == 0 and took < 15, f"still running {took:.0f} s after SIGTERM (exit {code})"
+
+
+def start(config: Path, notify: NotifySocket, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nextround.daemon.cli", "-c", str(config), "run"],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_sighup_with_a_config_that_cannot_be_used_keeps_the_running_one(
+    daemon: tuple[subprocess.Popen[bytes], NotifySocket, MailUser, Path],
+    tmp_path: Path,
+) -> None:
+    """A configuration that parses but cannot be used (its database under a file): the
+    reload is refused as a broken one is, and the daemon goes on with the old (found by
+    review in session 12: it exited, and systemd restarted it into the same failure)."""
+    process, notify, user, config = daemon
+    wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
+    log = tmp_path / "daemon.log"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    good = config.read_text()
+    bad = good.replace(str(tmp_path / "state" / "state.db"), str(blocker / "state.db"))
+    assert bad != good
+    config.write_text(bad)
+    process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "keeping the running configuration" in log.read_text(), 60, "refusal")
+    assert process.poll() is None, log.read_text()
+    user.append("INBOX", rejection("Harrow Lane", "ines.ferreira@harrowlane.example"))
+    wait_for(lambda: drafts(user) == 1, 30, "a draft after the refused reload")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+
+
+def test_sigterm_on_a_silent_link_exits_before_systemd_kills(
+    mailbox_user: MailUser, write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    """The link goes silent while the daemon is in IDLE (a NAT forgets it): DONE and each
+    LOGOUT would wait [imap] timeout (20 s here) for answers that never come. On the way
+    out they wait GOODBYE_SECONDS, so the exit comes before systemd's SIGKILL at 15 s (found
+    by review in session 12: 44 s here, two minutes with the default timeout)."""
+    with TcpProxy(mailbox_user.server.host, mailbox_user.server.port_plain) as proxy:
+        config = write_config(
+            mailbox_user,
+            host=proxy.host,
+            port=proxy.port,
+            timeout=20.0,
+            extra='[schedule]\npoll_interval = "10m"\nmax_backoff = "2s"\n',
+        )
+        notify = NotifySocket(tmp_path / "notify.sock")
+        log = tmp_path / "daemon.log"
+        process = start(config, notify, log)
+        try:
+            wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
+            wait_for(lambda: "IDLE" in proxy.commands, 30, "IDLE")
+            proxy.stall(True)
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = process.wait(timeout=60)
+            took = time.monotonic() - started
+        finally:
+            proxy.stall(False)
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+    assert code == 0 and took < 15, f"exit {code} after {took:.0f} s\n{log.read_text()[-1500:]}"
+
+
+def test_the_watchdog_is_fed_while_a_reload_waits_for_the_cycle(
+    mailbox_user: MailUser, write_config: ConfigWriter, tmp_path: Path
+) -> None:
+    """A SIGHUP ends IDLE, which fed the watchdog, and the reload waits for the cycle in
+    hand, minutes in a first sync: the main thread feeds it meanwhile (found by review in
+    session 12: none for as long as the cycle ran). Here the cycle waits for the lock."""
+    config = write_config(
+        mailbox_user, timeout=3.0, extra='[schedule]\npoll_interval = "10m"\nmax_backoff = "2s"\n'
+    )
+    notify = NotifySocket(tmp_path / "notify.sock")
+    database = tmp_path / "state" / "state.db"
+    database.parent.mkdir(mode=0o700, exist_ok=True)
+    with cycle_lock(database, wait=0):  # `nextround once`, running a long first sync
+        process = start(config, notify, tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: notify.seen("READY=1"), 60, "READY=1")
+            before = len(notify.drain())
+            process.send_signal(signal.SIGHUP)
+
+            def beats() -> int:
+                return sum(message == "WATCHDOG=1" for message in notify.drain()[before:])
+
+            wait_for(lambda: beats() >= 3, 20, "WATCHDOG=1 while the reload waits")
+            assert process.poll() is None
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                process.wait(timeout=10)

@@ -1,4 +1,5 @@
-"""The daemon's small parts: backoff, state-change logging, systemd notify, `init`."""
+"""The daemon's small parts: backoff, state-change logging, systemd notify, `init`, and the
+main thread's watch on IDLE and on the scheduler."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import socket
 import tomllib
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from nextround.daemon import service
 from nextround.daemon.config import load_config
 from nextround.daemon.errors import AuthError, ConnectError, NextroundError, UsageError
+from nextround.daemon.imap import ImapMailbox
 from nextround.daemon.init import write_config
 from nextround.daemon.notify import Notifier
 from nextround.daemon.service import Backoff, StateLog
@@ -113,3 +118,68 @@ def test_init_asks_on_a_terminal_and_needs_flags_otherwise(tmp_path: Path) -> No
                 "security": "plain",
             },
         )
+
+
+@pytest.mark.parametrize(
+    ("running", "wanted", "idle_seconds", "due"),
+    [
+        (False, False, 10.0, False),  # APScheduler's own timer will run it
+        (False, True, 10.0, True),  # a wake-up it refused as the last cycle was ending
+        (True, True, 10.0, False),  # that cycle itself asks for the next at its end
+        (False, False, 400.0, True),  # overdue: the wall clock was set back
+        (True, False, 400.0, False),  # a long cycle (the watchdog judges those)
+    ],
+)
+def test_a_cycle_is_asked_for_when_the_scheduler_missed_it(
+    running: bool, wanted: bool, idle_seconds: float, due: bool
+) -> None:
+    assert service.due_anyway(running, wanted, idle_seconds, patience=360.0) is due
+
+
+class ScriptedIdle:
+    """imapclient's IDLE calls: nothing while checked, `late` in the answer to DONE."""
+
+    def __init__(self, late: list[Any]) -> None:
+        self.late = late
+        self.calls: list[str] = []
+
+    def idle(self) -> None:
+        self.calls.append("idle")
+
+    def idle_check(self, timeout: float | None = None) -> list[Any]:
+        self.calls.append("idle_check")
+        return []
+
+    def idle_done(self) -> tuple[bytes, list[Any]]:
+        self.calls.append("idle_done")
+        return b"Idle completed", self.late
+
+    def noop(self) -> tuple[bytes, list[Any]]:
+        self.calls.append("noop")
+        return b"OK", []
+
+
+@pytest.mark.parametrize(("late", "woken"), [([(3, b"EXISTS")], ["cycle"]), ([], [])])
+def test_mail_told_in_the_answer_to_done_wakes_the_cycle(
+    monkeypatch: pytest.MonkeyPatch, late: list[Any], woken: list[str]
+) -> None:
+    """Mail that arrives between the last check and DONE is told in DONE's answer only (as
+    Dovecot does; found by review in session 12): it wakes the cycle, not the next poll."""
+    monkeypatch.setattr(service, "IDLE_RENEW", timedelta(seconds=0))  # renewing at once
+    monkeypatch.setattr(service, "_socket_alive", lambda client: True)
+    asked: list[str] = []
+    config = SimpleNamespace(
+        imap=SimpleNamespace(host="imap.example.org", inbox="INBOX"),
+        schedule=SimpleNamespace(backoff_cap=timedelta(seconds=2)),
+    )
+    runner = SimpleNamespace(
+        config=config,
+        run_cycle_now=lambda: asked.append("cycle"),
+        feed_watchdog=lambda: None,
+        nudge=lambda: None,
+    )
+    watcher = service.IdleWatcher(runner)  # type: ignore[arg-type]
+    client = ScriptedIdle(late)
+    watcher.mailbox = ImapMailbox(client, "imap.example.org")  # type: ignore[arg-type]
+    watcher.idle_round(lambda: False)
+    assert "idle_done" in client.calls and asked == woken
