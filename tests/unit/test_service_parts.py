@@ -180,6 +180,6 @@ def test_mail_told_in_the_answer_to_done_wakes_the_cycle(
     )
     watcher = service.IdleWatcher(runner)  # type: ignore[arg-type]
     client = ScriptedIdle(late)
-    watcher.mailbox = ImapMailbox(client, "imap.example.org")  # type: ignore[arg-type]
+    watcher.mailbox = ImapMailbox(client, "imap.example.org")
     watcher.idle_round(lambda: False)
     assert "idle_done" in client.calls and asked == woken

@@ -241,7 +241,7 @@ class FakeClient:
 
 
 def test_a_message_the_server_refuses_comes_back_refused_and_stops_no_other() -> None:
-    mailbox = ImapMailbox(FakeClient(8, {5}), "imap.example")  # type: ignore[arg-type]
+    mailbox = ImapMailbox(FakeClient(8, {5}), "imap.example")
     got = list(mailbox.fetch(list(range(1, 9)), 1000))
     assert [(item.uid, bool(item.raw), bool(item.refused)) for item in got] == [
         (uid, uid != 5, uid == 5) for uid in range(1, 9)
@@ -250,13 +250,13 @@ def test_a_message_the_server_refuses_comes_back_refused_and_stops_no_other() ->
 
 
 def test_a_refusal_the_server_calls_temporary_fails_the_cycle_as_before() -> None:
-    mailbox = ImapMailbox(FakeClient(8, {5}, code="UNAVAILABLE"), "imap.example")  # type: ignore[arg-type]
+    mailbox = ImapMailbox(FakeClient(8, {5}, code="UNAVAILABLE"), "imap.example")
     with pytest.raises(RefusedError, match="UNAVAILABLE"):
         list(mailbox.fetch(list(range(1, 9)), 1000))
 
 
 def test_a_message_whose_body_drops_the_connection_is_named_by_the_error() -> None:
-    mailbox = ImapMailbox(FakeClient(8, {5}, drops=True), "imap.example")  # type: ignore[arg-type]
+    mailbox = ImapMailbox(FakeClient(8, {5}, drops=True), "imap.example")
     got: list[int] = []
     with pytest.raises(UnreadableError) as raised:
         got += (item.uid for item in mailbox.fetch(list(range(1, 9)), 1000))
