@@ -517,18 +517,21 @@ class Engine:
         if sender is None:
             return []
         subject = normalised_subject(message.subject)
-        about_feedback = _FEEDBACK_SUBJECT.search(subject) is not None
-        return [
+        asked = [
             app
             for app in apps.in_states(store, list(REPLY_STATES))
             if app.contact_email == sender.email
             and app.request_sent_at is not None
             and (message.date is None or message.date >= app.request_sent_at)
-            and (
-                about_feedback
-                or subject == normalised_subject(app.request_subject or app.rejection_subject)
-            )
         ]
+        same = [
+            app
+            for app in asked
+            if subject == normalised_subject(app.request_subject or app.rejection_subject)
+        ]
+        if same or len(asked) != 1:  # asked twice: only the subject tells which it answers
+            return same
+        return asked if _FEEDBACK_SUBJECT.search(subject) else []
 
     def _contact(self, store: Store, message: Message, reply_to: str | None) -> Address | None:
         """The chosen address with its display name, from this mail or an earlier one."""

@@ -257,9 +257,12 @@ class ImapMailbox:
     def _one_by_one(self, uids: list[int], max_bytes: int) -> Iterator[Fetched]:
         """After the server refused a command naming these messages: each alone, so that one
         it cannot read (a damaged file, a size its index has wrong) stops no other. That one
-        comes back `refused`, unless the server calls the refusal temporary: then the cycle
-        fails as before, and fetches it again next time. Its size is asked first: Dovecot
-        refuses that, where asked for the body it drops the connection (UnreadableError)."""
+        comes back `refused` (the sync decides what becomes of it), unless the server calls
+        the refusal temporary or gives none of them: then it is the server's trouble, not a
+        message's, and the cycle fails as before. Each message's size is asked first: where
+        Dovecot refuses that, asked for the body it drops the connection (UnreadableError)."""
+        held: list[Fetched] = []  # refused before the server gave any message
+        served = False
         for uid in uids:
             try:
                 self._sizes([uid])
@@ -267,11 +270,22 @@ class ImapMailbox:
             except RefusedError as error:
                 if any(code in str(error).upper() for code in _TEMPORARY):
                     raise
-                logger.warning("the server cannot give UID %d: %s", uid, error)
-                found = [Fetched(uid=uid, raw=b"", size=0, limit=max_bytes, refused=str(error))]
+                logger.warning("the server refused UID %d alone: %s", uid, error)
+                refused = Fetched(uid=uid, raw=b"", size=0, limit=max_bytes, refused=str(error))
+                if served:
+                    yield refused
+                else:
+                    held.append(refused)
+                continue
             except ConnectError as error:
                 raise UnreadableError(str(error), uid) from None
+            if found and not served:
+                served = True
+                yield from held  # it serves: those were refused for themselves
+                held = []
             yield from found
+        if held:
+            raise RefusedError(f"none of the messages given alone either: {held[-1].refused}")
 
     def _fetch_group(self, group: list[int], max_bytes: int) -> list[Fetched]:
         items = [b"RFC822.SIZE", f"BODY.PEEK[]<0.{max_bytes}>".encode()]

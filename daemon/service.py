@@ -164,8 +164,8 @@ class Service:
             try:
                 runner = Runner(self.config, self.notifier, self.health)
             except NextroundError as error:
-                if running is None:
-                    raise  # at start: nothing to keep running
+                if running is None or self.config is running:
+                    raise  # at start, or the running one fails too: systemd restarts us
                 # Valid, but not usable (a database it cannot open, a model it cannot
                 # train): as with a configuration that does not parse.
                 logger.error("not reloading, keeping the running configuration: %s", error)
@@ -196,8 +196,8 @@ class Runner:
         classifier = config.classifier
         extra = Path(classifier.extra_examples) if classifier.extra_examples else None
         self.model = get_model(ModelSettings(config.state_dir, classifier.threshold, extra))
-        self.store = Store.open(config.database_path)
         self.engine = Engine(config, self.model)
+        self.store = Store.open(config.database_path)  # last: nothing after it can fail
         self.session: Session | None = None
         # Set when mail arrives while a cycle runs: that cycle may have looked already, so
         # another follows it at once (a trigger during a run would be coalesced away).

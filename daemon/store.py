@@ -242,6 +242,25 @@ class Store:
             ).fetchall()
         return {int(uid) for (uid,) in rows}
 
+    def note_refusal(
+        self, folder: str, uidvalidity: int, uid: int, reason: str, now: datetime
+    ) -> tuple[int, datetime]:
+        """One more cycle in which the server would not give this message: in how many it
+        has been, and since when."""
+        with storage_errors("noting a message the server would not give"):
+            self.connection.execute(
+                "INSERT INTO refusals (folder, uidvalidity, uid, times, first_at, reason) "
+                "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (folder, uidvalidity, uid) DO UPDATE "
+                "SET times = times + 1, reason = excluded.reason",
+                (folder, uidvalidity, uid, now.isoformat(), reason),
+            )
+            times, since = self.connection.execute(
+                "SELECT times, first_at FROM refusals "
+                "WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+                (folder, uidvalidity, uid),
+            ).fetchone()
+        return int(times), datetime.fromisoformat(since)
+
     def rebind(self, folder: str, message_id: str, uidvalidity: int, uid: int) -> bool:
         """After a UIDVALIDITY change: give a known message its new UID. False if unknown."""
         with storage_errors("re-identifying a message"):

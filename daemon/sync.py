@@ -28,6 +28,7 @@ from nextround.daemon.errors import (
     MailboxError,
     MessageParseError,
     NextroundError,
+    RefusedError,
     StorageError,
     UnreadableError,
 )
@@ -71,6 +72,10 @@ Triaged = Generator[tuple[list[Fetched], list[Ready]], None, None]
 
 
 # Messages triaged together: bounded by count and by bytes, so memory stays bounded.
+# A message the server will not give is recorded as failed, and passed, only after this
+# many cycles over this long.
+REFUSED_CYCLES = 3
+REFUSED_FOR = timedelta(hours=1)
 TRIAGE_MESSAGES = 200
 TRIAGE_BYTES = 16_000_000
 
@@ -286,11 +291,14 @@ def _process(
                 if loud and done < total and done // PROGRESS_EVERY > before // PROGRESS_EVERY:
                     logger.info("%s: %s of %s read", folder.name, f"{done:,}", f"{total:,}")
     except UnreadableError as error:
-        # Recorded, so the next cycle does not ask for it again (and lose the connection
-        # again); the mail before it that this cycle did not record is fetched again.
-        with store.transaction():
-            _record_refused(store, folder, validity, error.uid, 0, str(error), now)
-        result.failed += 1
+        # The mail before it that this cycle did not record is fetched again. Our own stop
+        # shuts the connection too: that says nothing of the message.
+        if not stopping.STOP.is_set() and _refused_for_good(
+            store, folder, validity, error.uid, str(error), now
+        ):
+            with store.transaction():
+                _record_refused(store, folder, validity, error.uid, 0, str(error), now)
+            result.failed += 1
         raise
 
 
@@ -441,6 +449,18 @@ def with_thread(message: Message, fetched: Fetched) -> Message:
     return replace(message, conversation=fetched.thread)
 
 
+def _refused_for_good(
+    store: Store, folder: FolderRef, validity: int, uid: int, reason: str, now: datetime
+) -> bool:
+    """One more cycle in which the server would not give this message; True once that has
+    lasted REFUSED_CYCLES cycles over REFUSED_FOR at least. A server's passing trouble (a
+    lock, a restart) fails cycles for a while: it must not cost a message. Until then the
+    cycle stops there, and the mail after it waits."""
+    with store.transaction():
+        times, since = store.note_refusal(folder.name, validity, uid, reason, now)
+    return times >= REFUSED_CYCLES and now - since >= REFUSED_FOR
+
+
 def _record_refused(
     store: Store, folder: FolderRef, validity: int, uid: int, size: int, reason: str, now: datetime
 ) -> None:
@@ -480,6 +500,11 @@ def _process_one(
             store.set_position(folder.name, folder.role, validity, fetched.uid, True, now)
 
     if fetched.refused:
+        if not _refused_for_good(store, folder, validity, fetched.uid, fetched.refused, now):
+            raise RefusedError(
+                f"{folder.name} UID {fetched.uid}: the server would not give it "
+                f"({fetched.refused}); asked again next cycle"
+            )
         with atomic():
             _record_refused(
                 store, folder, validity, fetched.uid, fetched.size, fetched.refused, now

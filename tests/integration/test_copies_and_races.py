@@ -18,7 +18,7 @@ from nextround.daemon import applications as apps
 from nextround.daemon.commands import model_settings
 from nextround.daemon.config import load_config
 from nextround.daemon.engine import CycleReport, Engine
-from nextround.daemon.errors import BusyError, ConnectError
+from nextround.daemon.errors import BusyError, ConnectError, RefusedError
 from nextround.daemon.session import open_session
 from nextround.daemon.store import Store, cycle_lock
 from nextround.daemon.training import get_model
@@ -340,11 +340,14 @@ def test_the_cycle_lock_is_one_holder_at_a_time_and_private(tmp_path: Path) -> N
     assert (tmp_path / "state.db.lock").stat().st_mode & 0o777 == 0o600
 
 
-def test_a_message_the_server_cannot_give_stops_nothing_after_it(world: World) -> None:
+def test_a_message_the_server_cannot_give_holds_the_mail_after_it_for_an_hour_at_most(
+    world: World,
+) -> None:
     """A message Dovecot cannot serve (its Maildir file's size in the name is wrong, as after
     another tool rewrote it): every SEARCH and FETCH naming it is refused, NO [SERVERBUG], at
-    every cycle. It is recorded as failed, with the server's reason, and the mail after it is
-    read and drafted for (found by review in session 12: the sync stopped there for good)."""
+    every cycle. Cycles stop there while that may pass; once it has lasted three cycles over
+    an hour it is recorded as failed, with the server's reason, and the rejection after it is
+    drafted for (found by review in session 12: the sync stopped there for good)."""
     note = EmailMessage()
     note["From"] = "Newsletter <news@example.com>"
     note["To"] = world.user.username
@@ -355,21 +358,27 @@ def test_a_message_the_server_cannot_give_stops_nothing_after_it(world: World) -
     world.user.seed_maildir("INBOX", [note.as_bytes().replace(b"\n", b"\r\n")])
     [seeded] = [path for path in (world.user.maildir / "cur").iterdir() if ",S=" in path.name]
     seeded.rename(seeded.with_name(seeded.name.replace(",S=", ",S=99")))
+    assert world.user.uids("INBOX") == [1]  # Dovecot has given it its UID, before the rejection
     raw, rejection_id = mail(world.user, *INTERVIEW_REJECTION, when=T0)
     world.user.append("INBOX", raw, date=T0)
 
-    report = world.cycle(T0 + timedelta(minutes=5))
-    world.cycle(T0 + timedelta(minutes=10))
+    for minutes in (5, 35):
+        with pytest.raises(RefusedError, match="asked again next cycle"):
+            world.cycle(T0 + timedelta(minutes=minutes))
+        assert world.drafts() == {}
+    report = world.cycle(T0 + timedelta(minutes=70))
     inbox = next(folder for folder in report.sync.folders if folder.folder.role == "inbox")
     assert (inbox.recorded, inbox.failed) == (1, 1), inbox
     requests = [body for body in world.drafts().values() if rejection_id.encode() in body]
     assert len(requests) == 1
     store = Store.open(world.config.database_path)
     try:
-        [(folder, _, _, error)] = store.unparsable()
+        [(folder, uid, _, error)] = store.unparsable()
     finally:
         store.close()
-    assert folder == "INBOX" and "would not give it" in error and "SERVERBUG" in error, error
+    assert (folder, uid) == ("INBOX", 1) and "would not give it" in error, error
+    assert "SERVERBUG" in error, error
+    world.cycle(T0 + timedelta(minutes=75))  # and it goes on past it
 
 
 def send_request(world: World, rejection_id: str, when: datetime) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import threading
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,13 @@ import pytest
 
 from nextround.daemon import service
 from nextround.daemon.config import load_config
-from nextround.daemon.errors import AuthError, ConnectError, NextroundError, UsageError
+from nextround.daemon.errors import (
+    AuthError,
+    ConnectError,
+    NextroundError,
+    StorageError,
+    UsageError,
+)
 from nextround.daemon.imap import ImapMailbox
 from nextround.daemon.init import write_config
 from nextround.daemon.notify import Notifier
@@ -183,3 +190,37 @@ def test_mail_told_in_the_answer_to_done_wakes_the_cycle(
     watcher.mailbox = ImapMailbox(client, "imap.example.org")
     watcher.idle_round(lambda: False)
     assert "idle_done" in client.calls and asked == woken
+
+
+def test_a_reload_that_neither_configuration_can_run_ends_the_daemon(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """After a SIGHUP the new configuration cannot run, and then neither can the running
+    one (its state directory went read-only, say): the daemon ends with the error, for
+    systemd to restart it with its own back-off, rather than try again and again (found by
+    review in session 12)."""
+    built: list[object] = []
+
+    class Runner:
+        def __init__(self, config: object, notifier: object, health: object) -> None:
+            built.append(config)
+            if len(built) > 1:
+                raise StorageError("state.db: unable to open database file")
+
+        def run(self, should_stop: object) -> None:
+            daemon.reload_requested.set()
+
+    monkeypatch.setattr(service, "Runner", Runner)
+    monkeypatch.setattr(service, "load_config", lambda path: "the new configuration")
+    monkeypatch.setattr(service.Service, "install_signal_handlers", lambda self: None)
+    daemon: Any = object.__new__(service.Service)
+    daemon.config_path, daemon.config = tmp_path / "config.toml", "the running configuration"
+    daemon.notifier, daemon.health = Notifier(""), service.Health()
+    daemon.reload_requested = threading.Event()
+    with pytest.raises(StorageError):
+        daemon.run()
+    assert built == [
+        "the running configuration",
+        "the new configuration",
+        "the running configuration",
+    ]

@@ -9,7 +9,7 @@ import imaplib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,12 +263,21 @@ def test_a_message_whose_body_drops_the_connection_is_named_by_the_error() -> No
     assert raised.value.uid == 5 and got == [1, 2, 3, 4]
 
 
-class UnreadableMailbox(RecordingMailbox):
-    """Messages 1..count; asked for alone, `bad` drops the connection (UnreadableError)."""
+def test_a_server_that_gives_none_of_them_fails_the_cycle() -> None:
+    """Refused together and each alone, with none given: the server's trouble, not the
+    messages' (found by review in session 12: each was recorded as failed)."""
+    mailbox = ImapMailbox(FakeClient(3, {1, 2, 3}), "imap.example")
+    with pytest.raises(RefusedError, match="none of the messages"):
+        list(mailbox.fetch([1, 2, 3], 1000))
 
-    def __init__(self, count: int, bad: int) -> None:
+
+class RefusingMailbox(RecordingMailbox):
+    """Messages 1..count; the server will not give `bad` (refused alone, or, `drops`, the
+    connection lost when it is asked for alone) while `refusing`."""
+
+    def __init__(self, count: int, bad: int, drops: bool = False) -> None:
         super().__init__(count)
-        self.bad = bad
+        self.bad, self.drops, self.refusing = bad, drops, True
         self.asked: list[int] = []
 
     def uids_after(self, uid: int) -> list[int]:
@@ -277,28 +286,68 @@ class UnreadableMailbox(RecordingMailbox):
     def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[Fetched]:
         self.asked += uids
         for uid in uids:
-            if uid == self.bad:
-                raise UnreadableError("imap.example: connection lost while fetching", uid)
+            if uid == self.bad and self.refusing:
+                if self.drops:
+                    raise UnreadableError("imap.example: connection lost while fetching", uid)
+                yield Fetched(uid, b"", 0, max_bytes, refused="NO [SERVERBUG] Internal error")
+                continue
             yield Fetched(uid, raw(uid), 100, max_bytes)
 
 
-def test_a_message_that_drops_the_connection_is_not_asked_for_again(tmp_path: Path) -> None:
-    """The connection drops as the server is asked for message 5 alone: the cycle fails, as
-    any dropped connection fails it, with 5 recorded as failed; the next asks for the rest,
-    the messages before 5 the failed cycle did not record among them, and never for 5."""
+def states(store: Store) -> dict[int, str]:
+    rows = store.connection.execute("SELECT uid, status FROM messages").fetchall()
+    return {int(uid): str(status) for uid, status in rows}
+
+
+@pytest.mark.parametrize("drops", [False, True], ids=["refused", "drops the connection"])
+def test_a_message_the_server_will_not_give_is_passed_only_once_that_lasts(
+    tmp_path: Path, drops: bool
+) -> None:
+    """Message 5 is not given: each cycle stops there (the mail after it waits) until that
+    has lasted three cycles over an hour. Then 5 is recorded as failed and never asked for
+    again, and the rest is read, the messages before 5 that a failed cycle left unread
+    among them."""
     store = Store.open(tmp_path / "state.db")
     try:
-        mailbox: Any = UnreadableMailbox(2, bad=5)
+        mailbox: Any = RefusingMailbox(2, bad=5, drops=drops)
         sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)  # the first sync: 1 and 2
         mailbox.count = 8
-        with pytest.raises(UnreadableError):
-            sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
-        mailbox.asked = []
-        result = sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
-        assert 5 not in mailbox.asked and result.recorded == 8 - 2 - 1, (mailbox.asked, result)
+        for minutes in (0, 30):
+            with pytest.raises(MailboxError):
+                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=minutes))
+        assert 5 not in states(store) and 6 not in states(store)
+        if drops:  # the third cycle records it, then fails as a lost connection fails it
+            with pytest.raises(UnreadableError):
+                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=61))
+            mailbox.asked = []
+            sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=62))
+            assert 5 not in mailbox.asked
+        else:
+            sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=61))
+        assert states(store) == {uid: "failed" if uid == 5 else "parsed" for uid in range(1, 9)}
         [(_, uid, _, error)] = store.unparsable()
         assert uid == 5 and "would not give it" in error
         position = store.position("INBOX")
         assert position is not None and position.last_uid == 8
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("drops", [False, True], ids=["refused", "drops the connection"])
+def test_a_message_refused_for_a_while_is_read_when_the_server_gives_it(
+    tmp_path: Path, drops: bool
+) -> None:
+    """The server's trouble passes before it has lasted: nothing is recorded as failed."""
+    store = Store.open(tmp_path / "state.db")
+    try:
+        mailbox: Any = RefusingMailbox(2, bad=5, drops=drops)
+        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
+        mailbox.count = 8
+        for minutes in (0, 30):
+            with pytest.raises(MailboxError):
+                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=minutes))
+        mailbox.refusing = False
+        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=61))
+        assert states(store) == dict.fromkeys(range(1, 9), "parsed")
     finally:
         store.close()
