@@ -320,11 +320,24 @@ class ImapMailbox:
         result: dict[int, bytes] = {}
         for start in range(0, len(uids), SIZE_QUERY_CHUNK):
             chunk = list(uids[start : start + SIZE_QUERY_CHUNK])
-            with self._errors("fetching headers"):
-                response = self.client.fetch(chunk, [b"BODY.PEEK[HEADER]"])
-            for uid, data in response.items():
-                result[uid] = bytes(data.get(b"BODY[HEADER]", b""))
+            try:
+                result |= self._headers(chunk)
+            except RefusedError:
+                # Each alone: one the server will not give is left out (taken as new, its
+                # fetch decides what becomes of it), unless it gives none of them.
+                given: dict[int, bytes] = {}
+                for uid in chunk:
+                    with contextlib.suppress(RefusedError):
+                        given |= self._headers([uid])
+                if not given:
+                    raise
+                result |= given
         return result
+
+    def _headers(self, uids: list[int]) -> dict[int, bytes]:
+        with self._errors("fetching headers"):
+            response = self.client.fetch(uids, [b"BODY.PEEK[HEADER]"])
+        return {uid: bytes(data.get(b"BODY[HEADER]", b"")) for uid, data in response.items()}
 
     def append(self, folder: str, raw: bytes, flags: Sequence[str], when: datetime) -> int | None:
         with self._errors(f"saving a message to {folder}"):

@@ -237,6 +237,8 @@ class FakeClient:
             if self.drops and len(uids) == 1:
                 raise imaplib.IMAP4.abort("socket error: EOF")
             raise imaplib.IMAP4.error(f"FETCH failed: [{self.code}] Internal error")
+        if items == [b"BODY.PEEK[HEADER]"]:
+            return {uid: {b"BODY[HEADER]": raw(uid).split(b"\r\n\r\n")[0]} for uid in uids}
         return {uid: {b"RFC822.SIZE": 100, b"BODY[]<0>": raw(uid)} for uid in uids}
 
 
@@ -351,3 +353,13 @@ def test_a_message_refused_for_a_while_is_read_when_the_server_gives_it(
         assert states(store) == dict.fromkeys(range(1, 9), "parsed")
     finally:
         store.close()
+
+
+def test_headers_of_messages_refused_together_are_read_each_alone() -> None:
+    """After a UIDVALIDITY change the sync reads every message's header to know it again:
+    one the server will not give is left out (taken as new), not a failure of all; if it
+    gives none, that is the server's trouble."""
+    mailbox = ImapMailbox(FakeClient(4, {3}), "imap.example")
+    assert sorted(mailbox.fetch_headers([1, 2, 3, 4])) == [1, 2, 4]
+    with pytest.raises(RefusedError):
+        ImapMailbox(FakeClient(1, {1}), "imap.example").fetch_headers([1])
