@@ -258,9 +258,10 @@ class ImapMailbox:
         """After the server refused a command naming these messages: each alone, so that one
         it cannot read (a damaged file, a size its index has wrong) stops no other. That one
         comes back `refused` (the sync decides what becomes of it), unless the server calls
-        the refusal temporary or gives none of them: then it is the server's trouble, not a
-        message's, and the cycle fails as before. Each message's size is asked first: where
-        Dovecot refuses that, asked for the body it drops the connection (UnreadableError)."""
+        the refusal temporary, or gives neither any of them nor the message before them
+        (`_serving`): then it is the server's trouble, not a message's, and the cycle fails
+        as before. Each message's size is asked first: where Dovecot refuses that, asked for
+        the body it drops the connection (UnreadableError)."""
         held: list[Fetched] = []  # refused before the server gave any message
         served = False
         for uid in uids:
@@ -268,7 +269,7 @@ class ImapMailbox:
                 self._sizes([uid])
                 found = self._fetch_group([uid], max_bytes)
             except RefusedError as error:
-                if any(code in str(error).upper() for code in _TEMPORARY):
+                if _temporary(error):
                     raise
                 logger.warning("the server refused UID %d alone: %s", uid, error)
                 refused = Fetched(uid=uid, raw=b"", size=0, limit=max_bytes, refused=str(error))
@@ -285,7 +286,25 @@ class ImapMailbox:
                 held = []
             yield from found
         if held:
-            raise RefusedError(f"none of the messages given alone either: {held[-1].refused}")
+            if not self._serving(held[0].uid):
+                raise RefusedError(f"the server gives no message now: {held[-1].refused}")
+            yield from held
+
+    def _serving(self, below: int) -> bool:
+        """Whether the server gives the folder's last message before `below` (its size and
+        header): then the messages it refused alone were refused for themselves. True with
+        none to ask: the hour the sync waits before it passes one guards against a server's
+        passing trouble."""
+        with self._errors("looking for a message to ask instead"):
+            earlier = [uid for uid in self.client.search(["UID", f"1:{below}"]) if uid < below]
+        if not earlier:
+            return True
+        try:
+            self._sizes([max(earlier)])
+            self._headers([max(earlier)])
+        except RefusedError:
+            return False
+        return True
 
     def _fetch_group(self, group: list[int], max_bytes: int) -> list[Fetched]:
         items = [b"RFC822.SIZE", f"BODY.PEEK[]<0.{max_bytes}>".encode()]
@@ -324,12 +343,15 @@ class ImapMailbox:
                 result |= self._headers(chunk)
             except RefusedError:
                 # Each alone: one the server will not give is left out (taken as new, its
-                # fetch decides what becomes of it), unless it gives none of them.
+                # fetch decides what becomes of it), unless the server is in trouble.
                 given: dict[int, bytes] = {}
                 for uid in chunk:
-                    with contextlib.suppress(RefusedError):
+                    try:
                         given |= self._headers([uid])
-                if not given:
+                    except RefusedError as error:
+                        if _temporary(error):
+                            raise
+                if not given and not self._serving(chunk[0]):
                     raise
                 result |= given
         return result
@@ -440,6 +462,10 @@ def simple_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]] | None:
         fields[b"BODY[]<0>" if match.group(2) else b"BODY[]"] = item[1]
         found[uid] = fields
     return found
+
+
+def _temporary(error: RefusedError) -> bool:
+    return any(code in str(error).upper() for code in _TEMPORARY)
 
 
 def _uid_set(uids: Sequence[int]) -> str:
