@@ -53,11 +53,13 @@ class AuthError(MailboxError):
 
 class UnreadableError(ConnectError):
     """The connection dropped while the server was asked for one message alone, after it had
-    refused a command naming it: that message, `uid`, is one the server cannot give."""
+    refused a command naming it: that message, `uid`, may be one it cannot give; surely so
+    if it gave another alone first (`witnessed`)."""
 
-    def __init__(self, text: str, uid: int) -> None:
+    def __init__(self, text: str, uid: int, *, witnessed: bool = True) -> None:
         super().__init__(text)
         self.uid = uid
+        self.witnessed = witnessed
 
 
 class RefusedError(MailboxError):

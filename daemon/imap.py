@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -45,6 +46,10 @@ SIZE_QUERY_CHUNK = 1000
 LARGE_MESSAGE = FETCH_GROUP_BYTES // FETCH_GROUP_MESSAGES
 # RFC 5530's codes for a refusal that may pass: the command is tried again next cycle.
 _TEMPORARY = ("[UNAVAILABLE]", "[INUSE]")
+# Messages refused alone, with none given, before the rest are left unasked; and how many
+# messages before them are asked, the last first, to tell whether the server gives any.
+_HELD_BEFORE_WITNESS = 3
+_WITNESSES = 20
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 
 
@@ -258,12 +263,12 @@ class ImapMailbox:
         """After the server refused a command naming these messages: each alone, so that one
         it cannot read (a damaged file, a size its index has wrong) stops no other. That one
         comes back `refused` (the sync decides what becomes of it), unless the server calls
-        the refusal temporary, or gives neither any of them nor the message before them
-        (`_serving`): then it is the server's trouble, not a message's, and the cycle fails
-        as before. Each message's size is asked first: where Dovecot refuses that, asked for
-        the body it drops the connection (UnreadableError)."""
-        held: list[Fetched] = []  # refused before the server gave any message
-        served = False
+        the refusal temporary: then the cycle fails as before. When it gives none of them,
+        they come back `unwitnessed` unless it gives a message before them (`_serving`):
+        perhaps the server's trouble, not theirs, which the sync gives longer to pass. Each
+        message's size is asked first: where Dovecot refuses that, asked for the body it
+        drops the connection (UnreadableError)."""
+        held: list[Fetched] | None = []  # refused before the server gave any message
         for uid in uids:
             try:
                 self._sizes([uid])
@@ -273,38 +278,45 @@ class ImapMailbox:
                     raise
                 logger.warning("the server refused UID %d alone: %s", uid, error)
                 refused = Fetched(uid=uid, raw=b"", size=0, limit=max_bytes, refused=str(error))
-                if served:
+                if held is None:
                     yield refused
-                else:
-                    held.append(refused)
+                    continue
+                held.append(refused)
+                if len(held) < _HELD_BEFORE_WITNESS:
+                    continue
+                # A few refused and none given: is it the server? If so, the rest (a
+                # thousand, of a server refusing everything) are not asked this cycle.
+                witnessed = self._serving(held[0].uid)
+                yield from (replace(item, witnessed=witnessed) for item in held)
+                if not witnessed:
+                    raise RefusedError(f"the server gives no message now: {error}") from None
+                held = None
                 continue
             except ConnectError as error:
-                raise UnreadableError(str(error), uid) from None
-            if found and not served:
-                served = True
+                raise UnreadableError(str(error), uid, witnessed=held is None) from None
+            if found and held is not None:
                 yield from held  # it serves: those were refused for themselves
-                held = []
+                held = None
             yield from found
         if held:
-            if not self._serving(held[0].uid):
-                raise RefusedError(f"the server gives no message now: {held[-1].refused}")
-            yield from held
+            witnessed = self._serving(held[0].uid)
+            yield from (replace(item, witnessed=witnessed) for item in held)
 
     def _serving(self, below: int) -> bool:
-        """Whether the server gives the folder's last message before `below` (its size and
-        header): then the messages it refused alone were refused for themselves. True with
-        none to ask: the hour the sync waits before it passes one guards against a server's
-        passing trouble."""
+        """Whether the server gives one of the folder's last messages before `below` (its size
+        and the start of its body), asked from the last down, as a run of damaged files is
+        refused too: then the messages it refused alone were refused for themselves."""
         with self._errors("looking for a message to ask instead"):
             earlier = [uid for uid in self.client.search(["UID", f"1:{below}"]) if uid < below]
-        if not earlier:
+        for uid in sorted(earlier, reverse=True)[:_WITNESSES]:
+            try:
+                self._sizes([uid])
+                with self._errors("asking for another message"):
+                    self._fetch_bodies([uid], [b"BODY.PEEK[]<0.1024>"])
+            except RefusedError:
+                continue
             return True
-        try:
-            self._sizes([max(earlier)])
-            self._headers([max(earlier)])
-        except RefusedError:
-            return False
-        return True
+        return False
 
     def _fetch_group(self, group: list[int], max_bytes: int) -> list[Fetched]:
         items = [b"RFC822.SIZE", f"BODY.PEEK[]<0.{max_bytes}>".encode()]
@@ -342,8 +354,8 @@ class ImapMailbox:
             try:
                 result |= self._headers(chunk)
             except RefusedError:
-                # Each alone: one the server will not give is left out (taken as new, its
-                # fetch decides what becomes of it), unless the server is in trouble.
+                # Each alone: one the server will not give is left out: taken as new, its
+                # fetch is refused too, and the sync decides what becomes of it.
                 given: dict[int, bytes] = {}
                 for uid in chunk:
                     try:
@@ -351,8 +363,6 @@ class ImapMailbox:
                     except RefusedError as error:
                         if _temporary(error):
                             raise
-                if not given and not self._serving(chunk[0]):
-                    raise
                 result |= given
         return result
 

@@ -37,8 +37,10 @@ class Fetched:
     # "x-gm-thrid:<n>"): replies are matched by it too, whatever their headers say.
     thread: str = ""
     # Why the server would not give this message (it answered NO when asked for it alone);
-    # empty when it did.
+    # empty when it did. Unwitnessed: it gave no other message either, so the trouble may be
+    # the server's, not this message's.
     refused: str = ""
+    witnessed: bool = True
 
     @property
     def truncated(self) -> bool:

@@ -73,9 +73,10 @@ Triaged = Generator[tuple[list[Fetched], list[Ready]], None, None]
 
 # Messages triaged together: bounded by count and by bytes, so memory stays bounded.
 # A message the server will not give is recorded as failed, and passed, only after this
-# many cycles over this long.
+# many cycles over this long; over a day if the server gave no other message meanwhile.
 REFUSED_CYCLES = 3
 REFUSED_FOR = timedelta(hours=1)
+REFUSED_UNWITNESSED_FOR = timedelta(hours=24)
 TRIAGE_MESSAGES = 200
 TRIAGE_BYTES = 16_000_000
 
@@ -294,7 +295,7 @@ def _process(
         # The mail before it that this cycle did not record is fetched again. Our own stop
         # shuts the connection too: that says nothing of the message.
         if not stopping.STOP.is_set() and _refused_for_good(
-            store, folder, validity, error.uid, str(error), now
+            store, folder, validity, error.uid, str(error), now, witnessed=error.witnessed
         ):
             with store.transaction():
                 _record_refused(store, folder, validity, error.uid, 0, str(error), now)
@@ -450,15 +451,24 @@ def with_thread(message: Message, fetched: Fetched) -> Message:
 
 
 def _refused_for_good(
-    store: Store, folder: FolderRef, validity: int, uid: int, reason: str, now: datetime
+    store: Store,
+    folder: FolderRef,
+    validity: int,
+    uid: int,
+    reason: str,
+    now: datetime,
+    *,
+    witnessed: bool,
 ) -> bool:
     """One more cycle in which the server would not give this message; True once that has
-    lasted REFUSED_CYCLES cycles over REFUSED_FOR at least. A server's passing trouble (a
-    lock, a restart) fails cycles for a while: it must not cost a message. Until then the
-    cycle stops there, and the mail after it waits."""
+    lasted REFUSED_CYCLES cycles over REFUSED_FOR at least, or over REFUSED_UNWITNESSED_FOR
+    when the server gave no other message either (its trouble, perhaps). A server's passing
+    trouble (a lock, a restart) fails cycles for a while: it must not cost a message. Until
+    then the cycle stops there, and the mail after it waits."""
     with store.transaction():
         times, since = store.note_refusal(folder.name, validity, uid, reason, now)
-    return times >= REFUSED_CYCLES and now - since >= REFUSED_FOR
+    span = REFUSED_FOR if witnessed else REFUSED_UNWITNESSED_FOR
+    return times >= REFUSED_CYCLES and now - since >= span
 
 
 def _record_refused(
@@ -500,7 +510,8 @@ def _process_one(
             store.set_position(folder.name, folder.role, validity, fetched.uid, True, now)
 
     if fetched.refused:
-        if not _refused_for_good(store, folder, validity, fetched.uid, fetched.refused, now):
+        uid, reason, witnessed = fetched.uid, fetched.refused, fetched.witnessed
+        if not _refused_for_good(store, folder, validity, uid, reason, now, witnessed=witnessed):
             raise RefusedError(
                 f"{folder.name} UID {fetched.uid}: the server would not give it "
                 f"({fetched.refused}); asked again next cycle"
