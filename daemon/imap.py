@@ -356,14 +356,12 @@ class ImapMailbox:
             except RefusedError:
                 # Each alone: one the server will not give is left out: taken as new, its
                 # fetch is refused too, and the sync decides what becomes of it.
-                given: dict[int, bytes] = {}
                 for uid in chunk:
                     try:
-                        given |= self._headers([uid])
+                        result |= self._headers([uid])
                     except RefusedError as error:
                         if _temporary(error):
                             raise
-                result |= given
         return result
 
     def _headers(self, uids: list[int]) -> dict[int, bytes]:
