@@ -318,75 +318,72 @@ def states(store: Store) -> dict[int, str]:
     return {int(uid): str(status) for uid, status in rows}
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "state.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def cycle(store: Store, mailbox: Any, after: timedelta) -> None:
+    sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + after)
+
+
+def refused_cycles(store: Store, mailbox: Any, *after: timedelta) -> None:
+    """The first sync (messages 1 and 2), then 3 to 8 arrive: a cycle at each of `after`
+    stops at message 5, which the server will not give."""
+    cycle(store, mailbox, timedelta(0))
+    mailbox.count = 8
+    for delay in after:
+        with pytest.raises(MailboxError):
+            cycle(store, mailbox, delay)
+
+
 @pytest.mark.parametrize("drops", [False, True], ids=["refused", "drops the connection"])
 def test_a_message_the_server_will_not_give_is_passed_only_once_that_lasts(
-    tmp_path: Path, drops: bool
+    store: Store, drops: bool
 ) -> None:
     """Message 5 is not given: each cycle stops there (the mail after it waits) until that
     has lasted three cycles over an hour. Then 5 is recorded as failed and never asked for
     again, and the rest is read, the messages before 5 that a failed cycle left unread
     among them."""
-    store = Store.open(tmp_path / "state.db")
-    try:
-        mailbox: Any = RefusingMailbox(2, bad=5, drops=drops)
-        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)  # the first sync: 1 and 2
-        mailbox.count = 8
-        for minutes in (0, 30):
-            with pytest.raises(MailboxError):
-                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=minutes))
-        assert 5 not in states(store) and 6 not in states(store)
-        if drops:  # the third cycle records it, then fails as a lost connection fails it
-            with pytest.raises(UnreadableError):
-                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=61))
-            mailbox.asked = []
-            sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=62))
-            assert 5 not in mailbox.asked
-        else:
-            sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=61))
-        assert states(store) == {uid: "failed" if uid == 5 else "parsed" for uid in range(1, 9)}
-        [(_, uid, _, error)] = store.unparsable()
-        assert uid == 5 and "would not give it" in error
-        position = store.position("INBOX")
-        assert position is not None and position.last_uid == 8
-    finally:
-        store.close()
+    mailbox = RefusingMailbox(2, bad=5, drops=drops)
+    refused_cycles(store, mailbox, timedelta(0), timedelta(minutes=30))
+    assert 5 not in states(store) and 6 not in states(store)
+    if drops:  # the third cycle records it, then fails as a lost connection fails it
+        with pytest.raises(UnreadableError):
+            cycle(store, mailbox, timedelta(minutes=61))
+        mailbox.asked = []
+        cycle(store, mailbox, timedelta(minutes=62))
+        assert 5 not in mailbox.asked
+    else:
+        cycle(store, mailbox, timedelta(minutes=61))
+    assert states(store) == {uid: "failed" if uid == 5 else "parsed" for uid in range(1, 9)}
+    [(_, uid, _, error)] = store.unparsable()
+    assert uid == 5 and "would not give it" in error
+    position = store.position("INBOX")
+    assert position is not None and position.last_uid == 8
 
 
-def test_a_message_refused_while_the_server_gives_no_other_is_given_a_day(
-    tmp_path: Path,
-) -> None:
-    store = Store.open(tmp_path / "state.db")
-    try:
-        mailbox: Any = RefusingMailbox(2, bad=5, unwitnessed=True)
-        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
-        mailbox.count = 8
-        for hours in (0, 1, 2, 23):
-            with pytest.raises(MailboxError):
-                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(hours=hours))
-        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(hours=25))
-        assert states(store) == {uid: "failed" if uid == 5 else "parsed" for uid in range(1, 9)}
-    finally:
-        store.close()
+def test_a_message_refused_while_the_server_gives_no_other_is_given_a_day(store: Store) -> None:
+    mailbox = RefusingMailbox(2, bad=5, unwitnessed=True)
+    refused_cycles(store, mailbox, *(timedelta(hours=hours) for hours in (0, 1, 2, 23)))
+    cycle(store, mailbox, timedelta(hours=25))
+    assert states(store) == {uid: "failed" if uid == 5 else "parsed" for uid in range(1, 9)}
 
 
 @pytest.mark.parametrize("drops", [False, True], ids=["refused", "drops the connection"])
 def test_a_message_refused_for_a_while_is_read_when_the_server_gives_it(
-    tmp_path: Path, drops: bool
+    store: Store, drops: bool
 ) -> None:
     """The server's trouble passes before it has lasted: nothing is recorded as failed."""
-    store = Store.open(tmp_path / "state.db")
-    try:
-        mailbox: Any = RefusingMailbox(2, bad=5, drops=drops)
-        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW)
-        mailbox.count = 8
-        for minutes in (0, 30):
-            with pytest.raises(MailboxError):
-                sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=minutes))
-        mailbox.refusing = False
-        sync_folder(mailbox, store, INBOX, SyncConfig(), NOW + timedelta(minutes=61))
-        assert states(store) == dict.fromkeys(range(1, 9), "parsed")
-    finally:
-        store.close()
+    mailbox = RefusingMailbox(2, bad=5, drops=drops)
+    refused_cycles(store, mailbox, timedelta(0), timedelta(minutes=30))
+    mailbox.refusing = False
+    cycle(store, mailbox, timedelta(minutes=61))
+    assert states(store) == dict.fromkeys(range(1, 9), "parsed")
 
 
 def test_a_run_of_refused_messages_before_them_does_not_make_the_server_look_in_trouble() -> None:
