@@ -50,6 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "eval"
 
 
+RECALL_GOAL = 0.95
+
+
 def prf(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
     tp = sum(p and a for p, a in zip(predicted, actual, strict=True))
     fp = sum(p and not a for p, a in zip(predicted, actual, strict=True))
@@ -224,13 +227,15 @@ def main() -> int:
         f"   stage accuracy {split['stage_accuracy']:.3f}  company {split['company_accuracy']:.3f}"
         f"  reply-to {split['reply_to_accuracy']:.3f}  (on rejections found)"
     )
+    # A missed rejection is lost without a sign; a wrong draft is seen in Drafts and deleted.
+    # So the default threshold is the highest that still finds RECALL_GOAL of the rejections.
     chosen = next(
-        (row for row in split["sweep"] if row["precision"] >= 0.98),
-        split["sweep"][-1],
+        (row for row in reversed(split["sweep"]) if row["recall"] >= RECALL_GOAL),
+        split["sweep"][0],
     )
     results["recommended_threshold"] = chosen["threshold"]
     print(
-        f"   lowest threshold with precision >= 0.98: {chosen['threshold']:.2f} "
+        f"   highest threshold with recall >= {RECALL_GOAL}: {chosen['threshold']:.2f} "
         f"(precision {chosen['precision']:.3f}, recall {chosen['recall']:.3f})"
     )
     print(

@@ -153,9 +153,12 @@ def by_thread(store: Store, message_ids: Iterable[str]) -> list[Application]:
 
 
 def recent_for_company(
-    store: Store, company_key: str, role: str | None, since: datetime
+    store: Store, company_key: str, role: str | None, since: datetime, unnamed_since: datetime
 ) -> Application | None:
-    """An application with the same company (and the same role, when both name one)."""
+    """An application with the same company and role, opened since `since`. When either
+    names no role, only one whose rejection came since `unnamed_since`: the ATS's notice and
+    the recruiter's own note on one decision come days apart, while a rejection weeks later
+    that names no role may well be for another one."""
     if not company_key:
         return None
     candidates = _select(
@@ -164,12 +167,20 @@ def recent_for_company(
         (company_key, since.isoformat()),
     )
     for app in candidates:
-        if not role or not app.role or _same_role(role, app.role):
+        if role and app.role:
+            if same_role(role, app.role):
+                return app
+        elif (app.rejection_at or app.opened_at) >= unnamed_since:
             return app
     return None
 
 
-def _same_role(first: str, second: str) -> bool:
+def same_role(first: str | None, second: str | None) -> bool:
+    """Whether two roles may be the same: equal but for case and punctuation, or either
+    unknown."""
+    if not first or not second:
+        return True
+
     def simple(text: str) -> str:
         return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch == " ").split())
 

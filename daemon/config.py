@@ -26,7 +26,7 @@ from nextround.daemon.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.80
+DEFAULT_THRESHOLD = 0.55
 Security = Literal["tls", "starttls", "plain"]
 Auth = Literal["login", "oauth2"]
 

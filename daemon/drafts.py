@@ -96,6 +96,11 @@ def reply_subject(original: str) -> str:
     return f"Re: {subject}" if subject else "Re: your message"
 
 
+def is_reply_subject(subject: str) -> bool:
+    """Whether a subject starts as replies and forwards do (Re:, AW:, Fwd:...)."""
+    return _REPLY_PREFIX.match(one_line(subject)) is not None
+
+
 def normalised_subject(subject: str) -> str:
     """For matching a sent copy to its draft: no Re:/AW: prefixes, case or spacing."""
     return _REPLY_PREFIX.sub("", one_line(subject)).strip().lower()

@@ -30,7 +30,13 @@ from nextround.classifier.extract import (
     is_human_address,
 )
 from nextround.classifier.inference import Prediction, RejectionModel
-from nextround.classifier.message import Address, Message, message_ids, plain_address
+from nextround.classifier.message import (
+    Address,
+    Message,
+    message_ids,
+    plain_address,
+    safe_message_id,
+)
 from nextround.classifier.verdict import Analysis, company_key
 from nextround.daemon import applications as apps
 from nextround.daemon import stopping
@@ -42,6 +48,7 @@ from nextround.daemon.drafts import (
     Renderer,
     build_draft,
     draft_variables,
+    is_reply_subject,
     local_date,
     normalised_subject,
     parse_header_value,
@@ -76,6 +83,7 @@ from nextround.daemon.triage import Helper, Raw, Reading, floor, read, read_ahea
 logger = logging.getLogger(__name__)
 
 ATTACH_WINDOW = timedelta(days=60)
+UNNAMED_WINDOW = timedelta(days=7)  # for a rejection or application that names no role
 # A draft must stay missing this long, with no sent copy, before it counts as deleted: some
 # clients remove the draft a moment before they store the sent copy.
 VANISH_GRACE = timedelta(minutes=10)
@@ -377,15 +385,17 @@ class Engine:
             return
         if not related and message.conversation:
             # The server's conversation alone (Gmail groups mail by subject and sender, so a
-            # second no-reply rejection can land in it too) makes a reply only of mail a
-            # person wrote; anything else goes on as if it had no conversation.
+            # second rejection can land in it too) makes a reply only of mail a person wrote
+            # that may answer (`_may_answer`); anything else goes on as if it had none.
             person = message.from_ is not None and is_human_address(message.from_)
             in_conversation = apps.by_thread(store, [message.conversation]) if person else []
-            related = [app for app in in_conversation if app.state in REPLY_STATES]
-        if not related and not keys and not analysis.job_mail:
-            # Not job mail: the same recruiter's next rejection, without threading headers
-            # like every fresh rejection (under the ATS's same subject, even), is no reply.
-            related = self._unthreaded_reply_to(store, message)
+            related = [
+                app
+                for app in in_conversation
+                if app.state in REPLY_STATES and _may_answer(message, analysis, app)
+            ]
+        if not related and not keys:
+            related = self._unthreaded_reply_to(store, message, analysis)
         replying = not from_user and not is_auto_reply(message)
         for app in related:
             draft_id = app.request_draft_message_id
@@ -396,7 +406,9 @@ class Engine:
                 self.record_sent(store, app.id, "request", draft_id, sent_at, now)
                 app = apps.get(store, app.id) or app
             late = replying and self._late_reply(store, app, message)
-            if late or (app.state in REPLY_STATES and replying):
+            # Only a person's mail is an answer: an ATS's "this mailbox is not monitored" in
+            # the thread, without Auto-Submitted, is none, open or ended.
+            if late or (app.state in REPLY_STATES and replying and _from_a_person(message)):
                 replier = _replier(message)
                 self.event(
                     store,
@@ -428,7 +440,9 @@ class Engine:
         if analysis.label == "rejection" and not analysis.is_rejection:
             return
         key = company_key(analysis.company)
-        earlier = apps.recent_for_company(store, key, analysis.role, now - ATTACH_WINDOW)
+        earlier = apps.recent_for_company(
+            store, key, analysis.role, now - ATTACH_WINDOW, _when(message, now) - UNNAMED_WINDOW
+        )
         if earlier is not None:
             apps.add_to_thread(store, earlier, [message.message_id, *keys], now)
             if message.conversation:
@@ -506,13 +520,17 @@ class Engine:
             and apps.ended_by_daemon(store, app)
         )
 
-    def _unthreaded_reply_to(self, store: Store, message: Message) -> list[Application]:
+    def _unthreaded_reply_to(
+        self, store: Store, message: Message, analysis: Analysis
+    ) -> list[Application]:
         """The application a mail without In-Reply-To or References answers, if any: some
         tools write neither, and people answer in a new mail of their own. It must come
         from the person the request went to, after it was sent, under the request's subject
         or one that speaks of feedback ("Feedback on your interview"; not "Coffee next
         month?"). From anyone else it is not matched: a colleague's mail, without threading
-        headers, cannot be told from the company's other mail."""
+        headers, cannot be told from the company's other mail.
+
+        Mail that reads like a rejection answers only as `_may_answer` says."""
         sender = message.from_
         if sender is None:
             return []
@@ -523,6 +541,7 @@ class Engine:
             if app.contact_email == sender.email
             and app.request_sent_at is not None
             and (message.date is None or message.date >= app.request_sent_at)
+            and _may_answer(message, analysis, app)
         ]
         same = [
             app
@@ -546,10 +565,14 @@ class Engine:
         """A sent copy: the user sent a request or a follow-up (under any Message-ID)."""
         marked = parse_header_value(message.headers.get(HEADER.lower(), ""))
         waiting = apps.in_states(store, [State.NEW, *AWAITING_SEND, State.FOLLOWED_UP])
-        for app in waiting:
-            step = _sent_step(app, message, marked)
-            if step is None:
-                continue
+        # A copy that names its application (our header, or the mail it answers) wins over a
+        # guess from recipient and subject, which fits every request to one person under one
+        # subject alike: the guess counts only when it fits one application.
+        found = [(app, step) for app in waiting if (step := _sent_step(app, message, marked))]
+        if not found and marked is None:
+            guessed = [(app, step) for app in waiting if (step := _guessed_step(app, message))]
+            found = guessed if len(guessed) == 1 else []
+        for app, step in found[:1]:
             # Never before the draft was made (a client may date a copy by when editing began).
             drafted = app.request_drafted_at if step == "request" else app.follow_up_drafted_at
             sent_at = max(_when(message, now), drafted or _when(message, now))
@@ -559,6 +582,19 @@ class Engine:
             if message.conversation:
                 apps.add_to_thread(store, app, [message.conversation], now)
             return
+        for app in apps.in_states(store, [State.REQUESTED]):
+            if app.request_sent_message_id in message.thread_ids:
+                # The user wrote again in their request's thread, by hand: that is the one
+                # follow-up the guide allows, and nextround drafts none.
+                sent_at = min(_when(message, now), now)
+                self.event(
+                    store, app, Event.FOLLOW_UP_SENT, now,
+                    f"followed up by hand as {message.message_id}",
+                    follow_up_draft_message_id=message.message_id, follow_up_drafted_at=sent_at,
+                    follow_up_sent_message_id=message.message_id, follow_up_sent_at=sent_at,
+                )  # fmt: skip
+                apps.add_to_thread(store, app, [message.message_id], now)
+                return
 
     # -- after the sync ---------------------------------------------------------------------
 
@@ -759,11 +795,16 @@ class Engine:
         """A draft for this step that already exists (or existed), or None: write it."""
         drafts, sent = folders["drafts"].name, folders["sent"].name
         wanted = (app.id, step)
+        # What the draft says it answers: the id as written, "" for one it cannot write.
+        answers = safe_message_id(spec.answers)
         for folder in (drafts, sent):
             for raw in mailbox.search_header(folder, HEADER, f"{app.id}; step={step}").values():
                 parsed = _HEADERS.parsebytes(raw)
                 if parse_header_value(str(parsed.get(HEADER, ""))) != wanted:
                     continue  # a substring match for another application
+                replied_to = message_ids(str(parsed.get("In-Reply-To", "")))
+                if answers and replied_to and answers not in replied_to:
+                    continue  # left by a state started afresh, whose #id was another's
                 own = _first_id(parsed) or app.pending_message_id or "<unknown@nextround.invalid>"
                 if folder == drafts:
                     return Recovered(own)
@@ -773,8 +814,8 @@ class Engine:
             return None
         if mailbox.search_header(drafts, "Message-ID", pending):
             return Recovered(pending)
-        if spec.answers:
-            for raw in mailbox.search_header(sent, "In-Reply-To", spec.answers).values():
+        if answers:
+            for raw in mailbox.search_header(sent, "In-Reply-To", answers).values():
                 parsed = _HEADERS.parsebytes(raw)
                 sent_id = _first_id(parsed)
                 if sent_id:
@@ -794,8 +835,8 @@ class Engine:
         ours = first is not None and _is_draft(first, wanted, pending)
         edited = (
             first is None
-            and bool(spec.answers)
-            and bool(mailbox.search_header(drafts, "In-Reply-To", spec.answers))
+            and bool(answers)
+            and bool(mailbox.search_header(drafts, "In-Reply-To", answers))
         )
         if ours or edited or all(_is_draft(found, wanted, pending) for found in since.values()):
             return Recovered(pending)
@@ -876,6 +917,27 @@ def _plain(address: Address) -> Address | None:
     return address if plain_address(address.email) else None
 
 
+def _may_answer(message: Message, analysis: Analysis, app: Application) -> bool:
+    """Whether mail without threading headers of its own may answer `app`'s request, as far
+    as its words go. Feedback reads like a rejection, and so does the same person's next
+    rejection (an ATS writes from the recruiter's own address, under its own subject, and
+    Gmail files it in the same conversation): job mail answers only if it says so (a subject
+    that starts with Re: or Fwd:, or speaks of feedback) and names no other role."""
+    if not analysis.job_mail:
+        return True
+    says_so = is_reply_subject(message.subject) or _FEEDBACK_SUBJECT.search(
+        normalised_subject(message.subject)
+    )
+    return bool(says_so) and apps.same_role(analysis.role, app.role)
+
+
+def _from_a_person(message: Message) -> bool:
+    return any(
+        address is not None and is_human_address(address)
+        for address in (*message.reply_to, message.from_)
+    )
+
+
 def _replier(message: Message) -> Address | None:
     """Whom a thank-you answers: the person the reply names, Reply-To first (as a mail client
     answers), never a no-reply address (an ATS relays the recruiter's answer from one)."""
@@ -904,18 +966,33 @@ def _owed_draft(app: Application) -> str | None:
     return None
 
 
-def _sent_step(app: Application, message: Message, marked: tuple[int, str] | None) -> str | None:
-    """Which of `app`'s drafts this sent copy is, if any."""
-    expected = "request" if app.state in AWAITING_SEND or app.state is State.NEW else "follow_up"
+def _expected_step(app: Application) -> str | None:
+    """The draft of `app` a sent copy may be, if any is unsent."""
     if app.state is State.FOLLOWED_UP and (
         app.follow_up_sent_at or not app.follow_up_draft_message_id
     ):
         return None
+    return "request" if app.state in AWAITING_SEND or app.state is State.NEW else "follow_up"
+
+
+def _sent_step(app: Application, message: Message, marked: tuple[int, str] | None) -> str | None:
+    """Which of `app`'s drafts this sent copy is, by what names it: our header (which wins),
+    or the mail it answers."""
+    expected = _expected_step(app)
+    if expected is None:
+        return None
     if marked is not None:
         return expected if marked == (app.id, expected) else None
     answers = app.rejection_message_id if expected == "request" else app.request_sent_message_id
-    if answers and answers in message.thread_ids:
-        return expected
+    return expected if answers and answers in message.thread_ids else None
+
+
+def _guessed_step(app: Application, message: Message) -> str | None:
+    """Which of `app`'s drafts a sent copy that names nothing may be: one to its contact,
+    under its subject, no older than the draft."""
+    expected = _expected_step(app)
+    if expected is None:
+        return None
     drafted_at = app.request_drafted_at if expected == "request" else app.follow_up_drafted_at
     subject = app.request_subject or reply_subject(app.rejection_subject)
     recipients = {address.email for address in message.to}

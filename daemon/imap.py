@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import ipaddress
 import logging
 import re
 import socket
@@ -104,6 +105,24 @@ def tls_context(imap: ImapConfig) -> ssl.SSLContext:
     return context
 
 
+def loopback_address(host: str, port: int) -> str:
+    """The address to reach `host` at in plain text. The configuration allows plain text to
+    loopback names and addresses alone, but a name is the resolver's to answer ("localhost."
+    or "localhost.localdomain" missing from /etc/hosts goes to DNS, which anyone on the
+    network may answer): it is resolved once, refused unless every answer is loopback, and
+    the connection goes to the address found, never to the name again."""
+    with translate_errors(host, "looking up its address"):
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+    # A zone index ("fe80::1%eth0") is no part of the address itself.
+    if not all(ipaddress.ip_address(one.partition("%")[0]).is_loopback for one in addresses):
+        raise TlsError(
+            f"{host}: resolves to {', '.join(addresses)}, not to loopback: "
+            'security = "plain" sends the password in clear text, so it is for loopback only'
+        )
+    return addresses[0]
+
+
 def untraced(client: imapclient.IMAPClient) -> imapclient.IMAPClient:
     """The client with imaplib's protocol trace off. imapclient sets imaplib's debug level to
     5 and sends the trace to its "imapclient.imaplib" logger, so imaplib builds the repr of
@@ -125,7 +144,7 @@ def connect(imap: ImapConfig, secret: str) -> ImapMailbox:
     )
     with translate_errors(host, "connecting"):
         client = imapclient.IMAPClient(
-            host,
+            loopback_address(host, port) if imap.security == "plain" else host,
             port=port,
             ssl=imap.security == "tls",
             ssl_context=tls_context(imap) if imap.security == "tls" else None,
@@ -376,9 +395,18 @@ class ImapMailbox:
         return int(match.group(2)) if match else None
 
     def search_header(self, folder: str, name: str, value: str) -> dict[int, bytes]:
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            return {}  # no header field holds a line break or NUL; IMAP cannot even send one
         self.select(folder)
         with self._errors(f"searching {folder}"):
-            uids = self.client.search(["HEADER", name, value])
+            if value.isascii():
+                # Quoted, always: imapclient quotes a value only for a space, a quote or a
+                # backslash, and a Message-ID may hold "(" or "{", which the server then reads
+                # as syntax (BAD, at every cycle). A criteria string goes as it is.
+                quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+                uids = self.client.search(f'HEADER {name} "{quoted}"')
+            else:
+                uids = self.client.search(["HEADER", name, value], charset="UTF-8")  # a literal
         return self._header_fields(sorted(uids))
 
     def folder_headers(self, folder: str) -> dict[int, bytes]:

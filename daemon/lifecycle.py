@@ -6,7 +6,8 @@ drafted | needs_contact -> requested     the user sent it (a sent copy was seen)
 drafted | needs_contact -> skipped       the draft vanished and nothing was sent
 drafted | needs_contact -> stale         not sent within [lifecycle] send_within
 stale -> requested                       sent after all
-requested -> followed_up                 no reply after [lifecycle] follow_up_after
+requested -> followed_up                 no reply after [lifecycle] follow_up_after; or the
+                                         user followed up by hand (none is drafted)
 requested -> closed                      no reply after follow_up_after + close_after, when
                                          the mail said it gives no feedback (no follow-up)
 requested | followed_up -> replied       a reply arrived (one thank-you is drafted)
@@ -91,6 +92,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.NEEDS_CONTACT, Event.SEND_DEADLINE_PASSED): (State.STALE, Draft.NOTHING),
     (State.REQUESTED, Event.FOLLOW_UP_DUE): (State.FOLLOWED_UP, Draft.FOLLOW_UP),
     (State.REQUESTED, Event.CLOSE_DUE): (State.CLOSED, Draft.NOTHING),
+    (State.REQUESTED, Event.FOLLOW_UP_SENT): (State.FOLLOWED_UP, Draft.NOTHING),
     (State.FOLLOWED_UP, Event.FOLLOW_UP_SENT): (State.FOLLOWED_UP, Draft.NOTHING),
     (State.FOLLOWED_UP, Event.FOLLOW_UP_DRAFT_GONE): (State.CLOSED, Draft.NOTHING),
     (State.FOLLOWED_UP, Event.CLOSE_DUE): (State.CLOSED, Draft.NOTHING),

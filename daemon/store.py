@@ -396,11 +396,10 @@ class Store:
         with storage_errors("reading contacts"):
             rows = self.connection.execute(
                 "SELECT name, email FROM contacts WHERE (company_key != '' AND company_key = ?1) "
-                # A key guessed from a domain often carries a suffix: globexhq for Globex.
-                "OR (length(?1) >= 4 AND substr(company_key, 1, length(?1)) = ?1) "
+                "OR (?1 != '' AND company_key IN (SELECT ?1 || value FROM json_each(?3))) "
                 "OR domain IN (SELECT value FROM json_each(?2)) "
                 "ORDER BY last_seen_at DESC, rowid DESC LIMIT 5",
-                (company_key, json.dumps(list(domains))),
+                (company_key, json.dumps(list(domains)), _DOMAIN_WORDS),
             ).fetchall()
         return [Address(name=name, email=email) for name, email in rows]
 
@@ -432,6 +431,14 @@ def _prepare_files(path: Path) -> None:
         os.close(descriptor)
     path.chmod(0o600)
 
+
+# Words a company's domain often adds to its name (globexhq.com for Globex): a key guessed
+# from such a domain is the company's. Any other longer key is another company's (metabase is
+# not Meta), and a request must never go to someone there.
+_DOMAIN_WORDS = json.dumps(
+    "hq inc co corp group app apps labs io ai tech team teams jobs careers hr hiring talent "
+    "recruiting global mail online digital software systems studio studios".split()
+)
 
 # Whom a message names (its writers), the company key to file each under, and whether that
 # key is a guess from the domain (one that never replaces a key read from a mail's text).

@@ -488,3 +488,48 @@ def test_the_answer_of_the_person_asked_is_the_reply_without_threading_headers(
         return
     assert app.state == "replied" and app.reply_message_id == reply_id, app.state
     assert b"step=thank_you" in draft and reply_id.encode() in draft
+
+
+def test_the_next_rejection_of_the_person_asked_is_no_reply(world: World) -> None:
+    """The person asked writes again without threading headers, and it is a rejection: the
+    ATS's notice for the same role, from their address under its own subject (no Re:, no
+    word of feedback), then one for another role under a subject about feedback. Neither
+    answers the request: the first joins the application, the second opens its own, no
+    thank-you is drafted, and the first application still waits for its reply."""
+    raw, rejection_id = mail(world.user, *INTERVIEW_REJECTION, when=T0)
+    world.user.append("INBOX", raw, date=T0)
+    world.cycle(T0 + timedelta(minutes=5))
+    send_request(world, rejection_id, T0 + timedelta(hours=1))
+    world.cycle(T0 + timedelta(hours=1, minutes=5))
+    notice_at = T0 + timedelta(days=1)
+    notice, notice_id = mail(
+        world.user,
+        INTERVIEW_REJECTION[0],
+        INTERVIEW_REJECTION[1],
+        "Hi Alex,\n\nThank you for your interest in the Senior Data Engineer role. We regret "
+        "to inform you that we will not be moving forward with your application.\n\n"
+        "Brightloom Recruiting\n",
+        notice_at,
+    )
+    world.user.append("INBOX", notice, date=notice_at)
+    world.cycle(notice_at + timedelta(minutes=5))
+    [first] = world.applications()
+    assert first.state == "requested" and first.reply_message_id is None, first.state
+    assert notice_id in first.known_ids
+    other_at = T0 + timedelta(days=2)
+    other, other_id = mail(
+        world.user,
+        INTERVIEW_REJECTION[0],
+        "Feedback on your Product Designer application",
+        "Hi Alex,\n\nThank you for applying for the Product Designer role at Brightloom. "
+        "Unfortunately we have decided not to move forward with your application.\n\n"
+        "Best,\nPriya Raman\n",
+        other_at,
+    )
+    world.user.append("INBOX", other, date=other_at)
+    world.cycle(other_at + timedelta(minutes=5))
+    first, new = sorted(world.applications(), key=lambda app: app.id)
+    assert first.state == "requested" and first.reply_message_id is None, first.state
+    assert new.rejection_message_id == other_id and new.role == "Product Designer"
+    [draft] = world.drafts().values()
+    assert b"step=request" in draft and other_id.encode() in draft

@@ -1072,3 +1072,233 @@ def test_skip_waits_for_a_running_cycle_and_is_never_written_over(
     world.once(T0 + timedelta(days=1, minutes=5))
     assert world.status()[0]["state"] == "skipped", "the user's skip stands"
     assert world.client.drafts() == {}
+
+
+# -- What review found (session 13) ----------------------------------------------------
+
+SECOND_REJECTION_BODY = (
+    "Hi Alex,\n\nThank you for interviewing for the Analytics Engineer role at Brightloom. "
+    "After careful consideration we have decided to move forward with another candidate "
+    "for this position.\n\nWe wish you the best in your search.\n\nBest,\nPriya Raman\n"
+    "Talent Partner, Brightloom\n"
+)
+
+
+def draft_steps(world: World) -> list[str]:
+    return sorted(str(d["X-Nextround-Application"]) for d in world.client.drafts().values())
+
+
+def test_gmail_conversation_second_rejection_from_the_same_recruiter_is_no_reply(
+    world: World,
+) -> None:
+    """Gmail files same-subject mail from one sender in one conversation. Priya rejects the
+    user for one role, the user sends the request; three days later Priya rejects another
+    role under the same subject (a fresh mail, no threading headers). Gmail puts it in the
+    first conversation. It is a new rejection, not Priya's answer to the request: no
+    thank-you for it, and the first application keeps waiting (its follow-up is still due)."""
+    threads: dict[str, int] = {}
+    conversation = 1778000000000000077
+    subject = "Your application to Brightloom"
+    first = world.deliver(INTERVIEW_REJECTION[0], subject, INTERVIEW_REJECTION[2], T0)
+    threads[first] = conversation
+    gmail_cycle(world, threads, T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    threads[sent] = conversation
+    gmail_cycle(world, threads, T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+
+    second_at = T0 + timedelta(days=3)
+    second = world.deliver(INTERVIEW_REJECTION[0], subject, SECOND_REJECTION_BODY, second_at)
+    threads[second] = conversation
+    gmail_cycle(world, threads, second_at + timedelta(minutes=5))
+    rows = sorted(world.status(), key=lambda row: int(row["id"]))
+    assert [row["state"] for row in rows] == ["requested", "drafted"], (rows, draft_steps(world))
+    assert draft_steps(world) == ["2; step=request"], draft_steps(world)
+
+
+def test_an_ats_notice_threading_to_the_open_request_is_no_reply(world: World) -> None:
+    """The request is sent (state requested). The company's no-reply system answers in the
+    thread ("This mailbox is not monitored", with no Auto-Submitted header, as many do).
+    Nobody answered: no thank-you ("thank you for taking the time to write") to Priya, and
+    the one follow-up is still drafted a week later. The same notice after the application
+    closed is already ignored (test_an_ats_notice_threading_to_the_sent_request_reopens_nothing);
+    while it is open it ends it as 'replied'."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert world.status()[0]["state"] == "requested"
+    world.deliver(
+        "Brightloom Careers <no-reply@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "This mailbox is not monitored. Please visit our careers site for updates.\n",
+        T0 + timedelta(hours=3),
+        in_reply_to=sent_id,
+        references=f"{rejection_id} {sent_id}",
+    )
+    world.once(T0 + timedelta(hours=4))
+    assert world.status()[0]["state"] == "requested", draft_steps(world)
+    world.once(T0 + timedelta(days=8))
+    assert draft_steps(world) == ["1; step=follow_up"], draft_steps(world)
+
+
+def test_sending_the_second_of_two_same_subject_requests_marks_the_second_sent(
+    world: World,
+) -> None:
+    """Priya rejects the user for two roles the same morning, under the ATS's one subject:
+    two applications, two request drafts, both to Priya under "Re: Your application to
+    Brightloom". The user sends the second (the Analytics Engineer one) from a client that
+    drops unknown headers (Gmail; the default of the simulated client) but keeps In-Reply-To,
+    which names the second rejection. The first stays unsent in Drafts.
+
+    Expected: #2 requested, #1 still drafted. Found: the sent copy is taken for #1 (the
+    first application whose contact and subject match, checked before #2's In-Reply-To), so
+    #1 is 'requested' (a follow-up "on my note from ..." will be drafted for a note never
+    sent) and #2, whose draft left Drafts, is taken as deleted and skipped."""
+    subject = "Your application to Brightloom"
+    world.deliver(INTERVIEW_REJECTION[0], subject, INTERVIEW_REJECTION[2], T0)
+    second_id = world.deliver(
+        INTERVIEW_REJECTION[0], subject, SECOND_REJECTION_BODY, T0 + timedelta(minutes=2)
+    )
+    world.once(T0 + timedelta(minutes=5))
+    drafts = world.client.drafts()
+    assert len(drafts) == 2, draft_steps(world)
+    [uid] = [uid for uid, d in drafts.items() if d["In-Reply-To"] == second_id]
+    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(hours=3))
+    rows = sorted(world.status(), key=lambda row: int(row["id"]))
+    assert [row["state"] for row in rows] == ["drafted", "requested"], rows
+
+
+def test_a_no_reply_rejection_is_never_drafted_to_another_companys_person(world: World) -> None:
+    """A friend who works at Metabase writes about dinner (ordinary mail: nextround files her
+    under her domain's name, "metabase"). A week later Meta rejects the user through
+    Greenhouse's no-reply address, and no Meta person ever wrote. ETIQUETTE: the recipient is
+    "the human contact from earlier mail in the same thread or with the same company, or
+    nobody". Found: "meta" is a prefix of "metabase", so the request goes to the friend."""
+    world.deliver(
+        "Dana Whitfield <dana.whitfield@metabase.com>",
+        "Dinner on Friday?",
+        "Hey Alex,\n\nAre you free for dinner on Friday? There is a new ramen place near "
+        "the station I want to try.\n\nDana\n",
+        T0 - timedelta(days=7),
+    )
+    world.deliver(
+        "Meta <no-reply@us.greenhouse-mail.io>",
+        "Update on your Meta application",
+        "Hi Alex,\n\nThank you for interviewing for the Product Designer position at Meta. "
+        "After careful review, we have decided not to move forward with your candidacy at "
+        "this time. We appreciate the time you invested in our process and wish you success "
+        "in your search.\n\nMeta Recruiting\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    [row] = world.status()
+    assert row["company"] == "Meta", row
+    _, draft = world.only_draft()
+    assert "metabase" not in str(draft["To"]), f"To={draft['To']!r}"
+    assert row["contact"] is None, row
+
+
+def test_an_unthreaded_reply_that_recalls_the_decision_is_still_the_reply(world: World) -> None:
+    """Priya answers the request from a tool that writes no In-Reply-To or References, under
+    the request's own subject, after it was sent (what the README says is recognised). Her
+    answer, like most real ones, recalls the decision ("in the end we went with a candidate
+    with more ..."), so the classifier calls it a rejection; then it is not taken as the
+    reply at all, but filed as 'same application' mail. Found: no thank-you, and a week
+    later a follow-up asking again for the advice she already gave."""
+    send_request(world)
+    reply_at = T0 + timedelta(days=2)
+    world.deliver(
+        INTERVIEW_REJECTION[0],
+        "Re: Your application for Senior Data Engineer",
+        "Hi Alex,\n\nThanks for asking. It was a close call; in the end we went with a "
+        "candidate with more streaming experience. That would be my one suggestion.\n\n"
+        "All the best,\nPriya\n",
+        reply_at,
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    world.once(T0 + timedelta(days=8))
+    assert world.status()[0]["state"] == "replied", draft_steps(world)
+    assert draft_steps(world) == ["1; step=thank_you"], draft_steps(world)
+
+
+def test_a_draft_left_from_an_earlier_state_does_not_stand_for_a_new_rejection(
+    world: World,
+) -> None:
+    """The user once ran nextround with another state directory (a user unit before the
+    system unit of docs/install.md, or a reinstall) and left one of its request drafts in
+    Drafts unsent (stale drafts stay there: nextround deletes nothing). Its header reads
+    "1; step=request", answering another company's rejection. With the new state, the first
+    new rejection is application #1 again: `recover` finds the old draft by that header
+    alone and records it as this rejection's request. Found: no draft is written for the
+    new rejection (the user sees only the old one, to another company)."""
+    old = (
+        f"From: Alex Doe <{world.user.username}>\r\n"
+        "To: Sam Lee <sam.lee@globexhq.com>\r\n"
+        "Subject: Re: Your application to Globex\r\n"
+        "Date: Mon, 05 Oct 2026 09:00:00 +0000\r\n"
+        "Message-ID: <old-draft@example.org>\r\n"
+        "In-Reply-To: <old-rejection@globexhq.com>\r\n"
+        "References: <old-rejection@globexhq.com>\r\n"
+        "X-Nextround-Application: 1; step=request\r\n"
+        "\r\nHi Sam,\r\n\r\nThank you for letting me know...\r\n"
+    ).encode()
+    world.user.append("Drafts", old, flags=["\\Draft", "\\Seen"], date=T0 - timedelta(days=28))
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    answering = [str(d["In-Reply-To"]) for d in world.client.drafts().values()]
+    assert rejection_id in answering, answering
+
+
+def test_a_later_rejection_naming_no_role_is_not_swallowed_by_a_finished_application(
+    world: World,
+) -> None:
+    """Brightloom rejects the user for Senior Data Engineer; the request is sent, Priya
+    answers, a thank-you is drafted: that application is over. Three weeks later the user,
+    who interviewed for another Brightloom role meanwhile, is rejected again by Priya in a
+    fresh mail that names no role (many do). Found: `recent_for_company` (a role missing on
+    either side counts as the same role, whatever the earlier application's state or age
+    within 60 days) files it under the finished application: no request for it."""
+    sent_id = send_request(world)
+    reply_at = T0 + timedelta(days=2)
+    world.priya_replies(reply_at, sent_id)
+    world.once(reply_at + timedelta(minutes=5))
+    assert world.status()[0]["state"] == "replied"
+
+    later = T0 + timedelta(days=21)
+    world.deliver(
+        INTERVIEW_REJECTION[0],
+        "Following up on your interviews",
+        "Hi Alex,\n\nThank you for taking the time to meet the team again last week. After "
+        "careful consideration we have decided not to move forward with your candidacy for "
+        "this position.\n\nWe appreciate your interest and wish you the best.\n\nBest,\n"
+        "Priya Raman\nTalent Partner, Brightloom\n",
+        later,
+    )
+    world.once(later + timedelta(minutes=5))
+    rows = sorted(world.status(), key=lambda row: int(row["id"]))
+    assert [row["state"] for row in rows] == ["replied", "drafted"], (rows, draft_steps(world))
+
+
+def test_a_follow_up_the_user_wrote_by_hand_is_the_one_follow_up(world: World) -> None:
+    """The request is sent on day 0. On day 5 the user, impatient, nudges Priya by hand in
+    the same thread (In-Reply-To the sent request; its copy is in Sent). ETIQUETTE: "Only
+    one follow-up ... after that, move on". nextround looks in Sent for what the user did by
+    hand for the request and the thank-you, but not here (on_sent never looks at a
+    `requested` application). Found: on day 8 a second follow-up is drafted ("I wanted to
+    follow up gently on my note ...")."""
+    sent_id = send_request(world)
+    answer_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
+        T0 + timedelta(days=5),
+        sent_id,
+    )
+    world.once(T0 + timedelta(days=5, hours=1))
+    world.once(T0 + timedelta(days=8))
+    assert draft_steps(world) == [], (world.status()[0]["state"], draft_steps(world))

@@ -21,14 +21,21 @@ def test_a_company_read_from_the_text_is_not_replaced_by_a_domain_guess(tmp_path
     assert store.earlier_contacts("globex", []) == [SAM]
 
 
-def test_a_domain_guess_still_finds_the_recruiter_by_prefix(tmp_path: Path) -> None:
+def test_a_domain_guess_finds_the_recruiter_by_a_word_their_domain_adds(tmp_path: Path) -> None:
+    """globexhq.com is Globex's; metabase.com is not Meta's (found in review, session 13: a
+    request for a no-reply rejection from Meta went to a friend at Metabase)."""
+    dana = Address("Dana Whitfield", "dana.whitfield@metabase.com")
     store = Store.open(tmp_path / "state.db")
     with store.transaction():
         store.remember_contact(SAM, domain_key(SAM), "<a@x>", NOW, guessed=True)
+        store.remember_contact(dana, domain_key(dana), "<b@x>", NOW, guessed=True)
     assert domain_key(SAM) == "globexhq"
     assert store.earlier_contacts("globex", []) == [SAM]
-    assert store.earlier_contacts("glo", []) == []  # too short to match by prefix
+    assert store.earlier_contacts("glo", []) == []
     assert store.earlier_contacts("initech", []) == []
+    assert store.earlier_contacts("meta", []) == []
+    assert store.earlier_contacts("metabase", []) == [dana]
+    assert store.earlier_contacts("", []) == []
 
 
 def test_domain_key_ignores_systems_and_free_mail() -> None:
