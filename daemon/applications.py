@@ -153,12 +153,14 @@ def by_thread(store: Store, message_ids: Iterable[str]) -> list[Application]:
 
 
 def recent_for_company(
-    store: Store, company_key: str, role: str | None, since: datetime, unnamed_since: datetime
+    store: Store, company_key: str, role: str | None, since: datetime, near: datetime
 ) -> Application | None:
-    """An application with the same company and role, opened since `since`. When either
-    names no role, only one whose rejection came since `unnamed_since`: the ATS's notice and
-    the recruiter's own note on one decision come days apart, while a rejection weeks later
-    that names no role may well be for another one."""
+    """The application a rejection at this company belongs to, if any: one for the same
+    role, opened since `since`. Only one whose rejection came since `near` when either names
+    no role, or when it ended with no request sent (its draft deleted, or skipped): the ATS's
+    notice and the recruiter's own note on one decision come days apart, while a rejection
+    weeks later may be for another role, or follow mail that only looked like one (an
+    acknowledgement read as a rejection, its draft deleted)."""
     if not company_key:
         return None
     candidates = _select(
@@ -167,10 +169,10 @@ def recent_for_company(
         (company_key, since.isoformat()),
     )
     for app in candidates:
-        if role and app.role:
-            if same_role(role, app.role):
-                return app
-        elif (app.rejection_at or app.opened_at) >= unnamed_since:
+        if not same_role(role, app.role):
+            continue
+        unsent = app.state is State.SKIPPED and app.request_sent_at is None
+        if (role and app.role and not unsent) or (app.rejection_at or app.opened_at) >= near:
             return app
     return None
 

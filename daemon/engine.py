@@ -83,7 +83,9 @@ from nextround.daemon.triage import Helper, Raw, Reading, floor, read, read_ahea
 logger = logging.getLogger(__name__)
 
 ATTACH_WINDOW = timedelta(days=60)
-UNNAMED_WINDOW = timedelta(days=7)  # for a rejection or application that names no role
+# How close two rejections must come to be one application when either names no role, or
+# the first ended unsent (`recent_for_company`).
+NEAR_WINDOW = timedelta(days=7)
 # A draft must stay missing this long, with no sent copy, before it counts as deleted: some
 # clients remove the draft a moment before they store the sent copy.
 VANISH_GRACE = timedelta(minutes=10)
@@ -441,7 +443,7 @@ class Engine:
             return
         key = company_key(analysis.company)
         earlier = apps.recent_for_company(
-            store, key, analysis.role, now - ATTACH_WINDOW, _when(message, now) - UNNAMED_WINDOW
+            store, key, analysis.role, now - ATTACH_WINDOW, _when(message, now) - NEAR_WINDOW
         )
         if earlier is not None:
             apps.add_to_thread(store, earlier, [message.message_id, *keys], now)
