@@ -59,9 +59,13 @@ def safe_message_id(value: str) -> str:
     Never one with an encoded-word in it: the email package decodes those in In-Reply-To
     and References when it writes them (before Python 3.11.10), and one hidden in another
     decodes into a line break, a header line of the sender's choosing. Threading is lost
-    for such an id; no real server makes one."""
+    for such an id; no real server makes one. Nor one nextround made up for mail that had
+    none (at nextround.invalid): it threads to nothing, and would show the tool in what the
+    user sends."""
     found = _WRITABLE_ID.fullmatch(value.strip())
     if found is None or "=?" in value or len(value) > MAX_WRITTEN_ID:
+        return ""
+    if found.group(0).lower().endswith("nextround.invalid>"):
         return ""
     return found.group(0)
 

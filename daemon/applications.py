@@ -156,11 +156,12 @@ def recent_for_company(
     store: Store, company_key: str, role: str | None, since: datetime, near: datetime
 ) -> Application | None:
     """The application a rejection at this company belongs to, if any: one for the same
-    role, opened since `since`. Only one whose rejection came since `near` when either names
-    no role, or when it ended with no request sent (its draft deleted, or skipped): the ATS's
-    notice and the recruiter's own note on one decision come days apart, while a rejection
-    weeks later may be for another role, or follow mail that only looked like one (an
-    acknowledgement read as a rejection, its draft deleted)."""
+    role (or either names none), opened since `since`, that still waits for an answer, was
+    ended by the user's own word, or names the same role with a request sent. Any other
+    only if its rejection came since `near`: the ATS's notice and the recruiter's own note
+    on one decision come days apart, while weeks later a rejection naming no role after a
+    finished exchange may be for another role, and one after mail that only looked like a
+    rejection (an invitation, its draft deleted or never sent) is the real one."""
     if not company_key:
         return None
     candidates = _select(
@@ -171,8 +172,10 @@ def recent_for_company(
     for app in candidates:
         if not same_role(role, app.role):
             continue
-        unsent = app.state is State.SKIPPED and app.request_sent_at is None
-        if (role and app.role and not unsent) or (app.rejection_at or app.opened_at) >= near:
+        awaiting = app.state in (State.REQUESTED, State.FOLLOWED_UP)
+        by_user = app.state in LATE_STATES and not ended_by_daemon(store, app)
+        named = bool(role and app.role) and app.request_sent_at is not None
+        if awaiting or by_user or named or (app.rejection_at or app.opened_at) >= near:
             return app
     return None
 

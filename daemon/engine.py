@@ -27,6 +27,7 @@ from nextround.classifier.analyse import combine, no_earlier_contacts
 from nextround.classifier.extract import (
     FREEMAIL_DOMAINS,
     is_ats_domain,
+    is_automated_address,
     is_human_address,
 )
 from nextround.classifier.inference import Prediction, RejectionModel
@@ -86,6 +87,8 @@ ATTACH_WINDOW = timedelta(days=60)
 # How close two rejections must come to be one application when either names no role, or
 # the first ended unsent (`recent_for_company`).
 NEAR_WINDOW = timedelta(days=7)
+# What the user writes in their request's thread sooner than this is no follow-up.
+HAND_FOLLOW_UP_AFTER = timedelta(days=1)
 # A draft must stay missing this long, with no sent copy, before it counts as deleted: some
 # clients remove the draft a moment before they store the sent copy.
 VANISH_GRACE = timedelta(minutes=10)
@@ -410,7 +413,7 @@ class Engine:
             late = replying and self._late_reply(store, app, message)
             # Only a person's mail is an answer: an ATS's "this mailbox is not monitored" in
             # the thread, without Auto-Submitted, is none, open or ended.
-            if late or (app.state in REPLY_STATES and replying and _from_a_person(message)):
+            if late or (app.state in REPLY_STATES and replying and not _automated(message)):
                 replier = _replier(message)
                 self.event(
                     store,
@@ -569,9 +572,12 @@ class Engine:
         waiting = apps.in_states(store, [State.NEW, *AWAITING_SEND, State.FOLLOWED_UP])
         # A copy that names its application (our header, or the mail it answers) wins over a
         # guess from recipient and subject, which fits every request to one person under one
-        # subject alike: the guess counts only when it fits one application.
+        # subject alike: the guess counts only for a copy that names no application's mail,
+        # and when it fits one application.
         found = [(app, step) for app in waiting if (step := _sent_step(app, message, marked))]
-        if not found and marked is None:
+        if not found and self._followed_up_by_hand(store, message, now):
+            return
+        if not found and marked is None and not apps.by_thread(store, message.thread_ids):
             guessed = [(app, step) for app in waiting if (step := _guessed_step(app, message))]
             found = guessed if len(guessed) == 1 else []
         for app, step in found[:1]:
@@ -581,14 +587,26 @@ class Engine:
             self.record_sent(store, app.id, step, message.message_id, min(sent_at, now), now)
             if step == "request":
                 self._sent_to(store, app.id, message.to, now)
+                if message.subject:  # as the user sent it: what a follow-up or reply is under
+                    apps.update(store, app.id, now, request_subject=message.subject)
             if message.conversation:
                 apps.add_to_thread(store, app, [message.conversation], now)
             return
+
+    def _followed_up_by_hand(self, store: Store, message: Message, now: datetime) -> bool:
+        """Whether this sent copy is the user's own follow-up: in the thread of a request
+        awaiting an answer, to the person asked, a day or more after it (a note added right
+        after the request, or a forward to someone else, is none). It is the one follow-up
+        the guide allows, and nextround drafts none."""
+        sent_at = min(_when(message, now), now)
+        recipients = {address.email for address in message.to}
         for app in apps.in_states(store, [State.REQUESTED]):
-            if app.request_sent_message_id in message.thread_ids:
-                # The user wrote again in their request's thread, by hand: that is the one
-                # follow-up the guide allows, and nextround drafts none.
-                sent_at = min(_when(message, now), now)
+            if (
+                app.request_sent_message_id in message.thread_ids
+                and app.contact_email in recipients
+                and app.request_sent_at is not None
+                and sent_at - app.request_sent_at >= HAND_FOLLOW_UP_AFTER
+            ):
                 self.event(
                     store, app, Event.FOLLOW_UP_SENT, now,
                     f"followed up by hand as {message.message_id}",
@@ -596,7 +614,8 @@ class Engine:
                     follow_up_sent_message_id=message.message_id, follow_up_sent_at=sent_at,
                 )  # fmt: skip
                 apps.add_to_thread(store, app, [message.message_id], now)
-                return
+                return True
+        return False
 
     # -- after the sync ---------------------------------------------------------------------
 
@@ -933,9 +952,10 @@ def _may_answer(message: Message, analysis: Analysis, app: Application) -> bool:
     return bool(says_so) and apps.same_role(analysis.role, app.role)
 
 
-def _from_a_person(message: Message) -> bool:
-    return any(
-        address is not None and is_human_address(address)
+def _automated(message: Message) -> bool:
+    """Sent by a system (no-reply, an ATS): a shared box (recruiting@) may be people."""
+    return not any(
+        address is not None and not is_automated_address(address)
         for address in (*message.reply_to, message.from_)
     )
 

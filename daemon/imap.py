@@ -105,12 +105,24 @@ def tls_context(imap: ImapConfig) -> ssl.SSLContext:
     return context
 
 
-def loopback_address(host: str, port: int) -> str:
-    """The address to reach `host` at in plain text. The configuration allows plain text to
-    loopback names and addresses alone, but a name is the resolver's to answer ("localhost."
-    or "localhost.localdomain" missing from /etc/hosts goes to DNS, which anyone on the
-    network may answer): it is resolved once, refused unless every answer is loopback, and
-    the connection goes to the address found, never to the name again."""
+def _client(
+    target: str, port: int, imap: ImapConfig, timeout: imapclient.SocketTimeout
+) -> imapclient.IMAPClient:
+    return imapclient.IMAPClient(
+        target,
+        port=port,
+        ssl=imap.security == "tls",
+        ssl_context=tls_context(imap) if imap.security == "tls" else None,
+        timeout=timeout,
+    )
+
+
+def loopback_addresses(host: str, port: int) -> list[str]:
+    """The addresses to reach `host` at in plain text. The configuration allows plain text
+    to loopback names and addresses alone, but a name is the resolver's to answer
+    ("localhost." or "localhost.localdomain" missing from /etc/hosts goes to DNS, which
+    anyone on the network may answer): it is resolved once, refused unless every answer is
+    loopback, and the connection goes to the addresses found, never to the name again."""
     with translate_errors(host, "looking up its address"):
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
@@ -120,7 +132,7 @@ def loopback_address(host: str, port: int) -> str:
             f"{host}: resolves to {', '.join(addresses)}, not to loopback: "
             'security = "plain" sends the password in clear text, so it is for loopback only'
         )
-    return addresses[0]
+    return addresses
 
 
 def untraced(client: imapclient.IMAPClient) -> imapclient.IMAPClient:
@@ -142,14 +154,16 @@ def connect(imap: ImapConfig, secret: str) -> ImapMailbox:
     timeout = imapclient.SocketTimeout(
         connect=min(CONNECT_TIMEOUT, imap.timeout), read=imap.timeout
     )
+    targets = loopback_addresses(host, port) if imap.security == "plain" else [host]
     with translate_errors(host, "connecting"):
-        client = imapclient.IMAPClient(
-            loopback_address(host, port) if imap.security == "plain" else host,
-            port=port,
-            ssl=imap.security == "tls",
-            ssl_context=tls_context(imap) if imap.security == "tls" else None,
-            timeout=timeout,
-        )
+        # Each address in turn, as a name's are tried (Debian's localhost is ::1 first, and a
+        # server may listen on 127.0.0.1 alone); the last one's failure is the one told.
+        for target in targets[:-1]:
+            with contextlib.suppress(OSError):
+                client = _client(target, port, imap, timeout)
+                break
+        else:
+            client = _client(targets[-1], port, imap, timeout)
     try:
         untraced(client)
         with translate_errors(host, "securing the connection"):

@@ -82,18 +82,21 @@ class MailClient:
         *,
         keep_message_id: bool = False,
         sent_copy: bool = True,
+        subject: str | None = None,
     ) -> str:
         """Send the draft as the user would; return the sent copy's Message-ID: a new one, or
         the draft's (`keep_message_id`, as Thunderbird and Apple Mail do). Without
-        `sent_copy`, the client keeps no copy in Sent."""
+        `sent_copy`, the client keeps no copy in Sent. `to` and `subject`: as the user
+        changed them."""
         draft = self.drafts()[uid]
         sent = EmailMessage()
         for name in ("From", "To", "Subject", "In-Reply-To", "References"):
             if draft[name] is not None:
                 sent[name] = str(draft[name])
-        if to is not None:
-            del sent["To"]
-            sent["To"] = to
+        for name, value in (("To", to), ("Subject", subject)):
+            if value is not None:
+                del sent[name]
+                sent[name] = value
         if keep_unknown_headers:
             for name, value in draft.items():
                 if name.lower().startswith("x-"):

@@ -21,9 +21,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from dovecot import Dovecot, MailUser
+from support import ConfigWriter
 
 from nextround.daemon.errors import TlsError
-from nextround.daemon.imap import loopback_address
+from nextround.daemon.imap import loopback_addresses
 
 PASSWORD = "Plain-Text-Password-XYZZY-42"
 
@@ -174,12 +176,48 @@ def test_plain_is_never_sent_to_an_address_dns_gives_for_a_loopback_looking_name
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
 def test_plain_text_goes_to_the_loopback_address_the_host_names(host: str) -> None:
-    address = loopback_address(host, 143)
-    assert address in ("127.0.0.1", "::1"), address
+    addresses = loopback_addresses(host, 143)
+    assert addresses and set(addresses) <= {"127.0.0.1", "::1"}, addresses
 
 
 @pytest.mark.parametrize("host", ["192.0.2.1", "2001:db8::1"])
 def test_plain_text_to_an_address_that_is_not_loopback_is_refused(host: str) -> None:
     with pytest.raises(TlsError, match="not to loopback") as caught:
-        loopback_address(host, 143)
+        loopback_addresses(host, 143)
     assert host in str(caught.value)
+
+
+STOCK_HOSTS = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def test_plain_localhost_reaches_a_server_on_127_0_0_1_when_hosts_lists_ipv6_first(
+    tmp_path: Path, dovecot: Dovecot, mailbox_user: MailUser, write_config: ConfigWriter
+) -> None:
+    """A stock Debian /etc/hosts names localhost twice, and glibc gives ::1 first: a server
+    that listens on 127.0.0.1 alone is reached at the second address (a first fix tried the
+    first only: found in review, session 13). Runs nextround in a private mount namespace
+    with that hosts file; needs root and unshare, else it skips."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private /etc/hosts")
+    assert dovecot.host == "127.0.0.1"  # the test server listens on IPv4 loopback only
+    hosts = tmp_path / "hosts"
+    hosts.write_text(STOCK_HOSTS)
+    config = write_config(mailbox_user, host="localhost")
+    inner = (
+        f"mount --bind {hosts} /etc/hosts && exec "
+        f"{sys.executable} -m nextround.daemon.cli -c {config} check-config"
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", inner],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "login        ok" in done.stdout

@@ -1,6 +1,7 @@
 """Which application a later rejection at the same company belongs to (`recent_for_company`):
-one for the same role in the last 60 days; when either names no role, or the first ended
-with no request sent, only one whose rejection came within days."""
+one for the same role (or either names none) in the last 60 days that still waits for an
+answer, was ended by the user, or names the role with a request sent; any other only if
+the two rejections came within days (found in review, session 13)."""
 
 from __future__ import annotations
 
@@ -11,34 +12,39 @@ import pytest
 
 from nextround.daemon import applications as apps
 from nextround.daemon.engine import ATTACH_WINDOW, NEAR_WINDOW
-from nextround.daemon.lifecycle import State
+from nextround.daemon.lifecycle import Event, State
 from nextround.daemon.store import Store
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+E = Event
+SENT = (E.REQUEST_DRAFTED, E.REQUEST_SENT)
 
 
 @pytest.mark.parametrize(
-    ("first", "state", "sent", "role", "days", "joins"),
+    ("first", "events", "role", "days", "joins"),
     [
-        ("Data Engineer", State.REQUESTED, True, "Data Engineer", 30, True),
-        ("Data Engineer", State.REQUESTED, True, "data engineer!", 30, True),
-        ("Data Engineer", State.REQUESTED, True, "ML Engineer", 1, False),
-        ("Data Engineer", State.REPLIED, True, None, 2, True),  # the recruiter's own note
-        ("Data Engineer", State.REPLIED, True, None, 21, False),  # found in review, session 13
-        (None, State.DRAFTED, False, "Data Engineer", 3, True),
-        (None, State.DRAFTED, False, "Data Engineer", 10, False),
-        # Its draft deleted, nothing sent: perhaps an acknowledgement read as a rejection.
-        ("Data Engineer", State.SKIPPED, False, "Data Engineer", 30, False),
-        ("Data Engineer", State.SKIPPED, False, "Data Engineer", 2, True),
-        ("Data Engineer", State.SKIPPED, True, "Data Engineer", 30, True),  # skipped when asked
-        ("Data Engineer", State.REQUESTED, True, "Data Engineer", 61, False),  # too long ago
+        ("Data Engineer", SENT, "Data Engineer", 30, True),
+        ("Data Engineer", SENT, "data engineer!", 30, True),
+        ("Data Engineer", SENT, "ML Engineer", 1, False),
+        ("Data Engineer", SENT, None, 10, True),  # awaiting an answer: the ATS's formal notice
+        ("Data Engineer", (*SENT, E.REPLY_RECEIVED), None, 2, True),  # the recruiter's own note
+        ("Data Engineer", (*SENT, E.REPLY_RECEIVED), None, 21, False),  # after it: another role
+        ("Data Engineer", (*SENT, E.REPLY_RECEIVED), "Data Engineer", 21, True),
+        (None, (E.REQUEST_DRAFTED,), "Data Engineer", 3, True),
+        (None, (E.REQUEST_DRAFTED,), "Data Engineer", 10, False),
+        # Never sent: perhaps an invitation read as a rejection, its draft deleted or ignored.
+        ("Data Engineer", (E.REQUEST_DRAFTED, E.REQUEST_DRAFT_GONE), "Data Engineer", 30, False),
+        ("Data Engineer", (E.REQUEST_DRAFTED, E.REQUEST_DRAFT_GONE), "Data Engineer", 2, True),
+        ("Data Engineer", (E.REQUEST_DRAFTED, E.SEND_DEADLINE_PASSED), "Data Engineer", 14, False),
+        # The user's own word stands: what they skipped stays skipped.
+        ("Data Engineer", (E.REQUEST_DRAFTED, E.USER_SKIPPED), "Data Engineer", 30, True),
+        ("Data Engineer", SENT, "Data Engineer", 61, False),  # too long ago
     ],
 )
 def test_which_application_a_later_rejection_joins(
     tmp_path: Path,
     first: str | None,
-    state: State,
-    sent: bool,
+    events: tuple[Event, ...],
     role: str | None,
     days: int,
     joins: bool,
@@ -46,11 +52,14 @@ def test_which_application_a_later_rejection_joins(
     store = Store.open(tmp_path / "state.db")
     with store.transaction():
         number = apps.open_application(
-            store, T0, state, company="Brightloom", company_key="brightloom", role=first,
+            store, T0, State.NEW, company="Brightloom", company_key="brightloom", role=first,
             rejection_message_id="<first@brightloom.io>", rejection_at=T0,
         )  # fmt: skip
-        if sent:
-            apps.update(store, number, T0, request_sent_at=T0 + timedelta(hours=1))
+        for event in events:
+            app = apps.get(store, number)
+            assert app is not None
+            sent = {"request_sent_at": T0} if event is E.REQUEST_SENT else {}
+            apps.apply_event(store, app, event, T0, "", **sent)
     later = T0 + timedelta(days=days)
     found = apps.recent_for_company(
         store, "brightloom", role, later - ATTACH_WINDOW, later - NEAR_WINDOW

@@ -144,6 +144,18 @@ def test_draft_is_a_proper_threaded_reply() -> None:
     assert parsed.get_content().replace("\r\n", "\n") == "Hello there,\nthanks.\n"
 
 
+def test_a_made_up_message_id_is_never_written() -> None:
+    """A rejection without a Message-ID has one made up (at nextround.invalid): the draft
+    answers nothing then, and names no such id (found in review, session 13)."""
+    made_up = "<3f2a9c@nextround.invalid>"
+    raw, _ = build_draft(
+        spec(answers=made_up, references=(made_up, "<ack@acme.com>")), "Hi,\n", NOW
+    )
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert b"nextround.invalid" not in raw
+    assert parsed["In-Reply-To"] is None and parsed["References"] is None
+
+
 def test_no_contact_means_empty_to_and_a_marked_first_line() -> None:
     raw, _ = build_draft(spec(to=None), "Hello,\n", NOW)
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
