@@ -106,6 +106,7 @@ class Message:
     from_: Address | None = None
     reply_to: tuple[Address, ...] = ()
     to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
     date: datetime | None = None
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()

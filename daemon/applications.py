@@ -173,7 +173,7 @@ def recent_for_company(
         if not same_role(role, app.role):
             continue
         awaiting = app.state in (State.REQUESTED, State.FOLLOWED_UP)
-        by_user = app.state in LATE_STATES and not ended_by_daemon(store, app)
+        by_user = app.state in LATE_STATES and _last_event(store, app) in USER_ENDS
         named = bool(role and app.role) and app.request_sent_at is not None
         if awaiting or by_user or named or (app.rejection_at or app.opened_at) >= near:
             return app
@@ -264,13 +264,22 @@ def ended_by_daemon(store: Store, app: Application) -> bool:
     a late reply may still reopen it, and the user may still end it for good."""
     if app.state not in LATE_STATES:
         return False  # open, replied, or never begun: no history to read
+    return takes_late_reply(app.state, _last_event(store, app))
+
+
+# The user's own word (`skip`, `close`). An application opened ended (a closed position, a
+# stage not asked about, a rejection seen too late) has no such event.
+USER_ENDS = (Event.USER_SKIPPED, Event.USER_CLOSED)
+
+
+def _last_event(store: Store, app: Application) -> str | None:
     with storage_errors("reading history"):
         row = store.connection.execute(
             "SELECT event FROM application_events WHERE application_id = ? "
             "ORDER BY id DESC LIMIT 1",
             (app.id,),
         ).fetchone()
-    return takes_late_reply(app.state, row[0] if row else None)
+    return row[0] if row else None
 
 
 def add_to_thread(

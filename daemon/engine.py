@@ -520,7 +520,7 @@ class Engine:
         deleted) or the sent copy (an answer after close_after)."""
         return (
             app.state in LATE_STATES
-            and _replier(message) is not None  # a person to thank, not an ATS's notice
+            and not _automated(message)  # people (a shared box too), not an ATS's notice
             and not app.sent_ids.isdisjoint(message.thread_ids)
             and apps.ended_by_daemon(store, app)
         )
@@ -595,15 +595,16 @@ class Engine:
 
     def _followed_up_by_hand(self, store: Store, message: Message, now: datetime) -> bool:
         """Whether this sent copy is the user's own follow-up: in the thread of a request
-        awaiting an answer, to the person asked, a day or more after it (a note added right
-        after the request, or a forward to someone else, is none). It is the one follow-up
-        the guide allows, and nextround drafts none."""
+        awaiting an answer (or whose follow-up is due, its draft not written yet), to the
+        person asked, a day or more after the request (a note added right after it, or a
+        forward to someone else, is none). It is the one follow-up the guide allows, and
+        nextround drafts none."""
         sent_at = min(_when(message, now), now)
-        recipients = {address.email for address in message.to}
-        for app in apps.in_states(store, [State.REQUESTED]):
+        for app in apps.in_states(store, [State.REQUESTED, State.FOLLOWED_UP]):
             if (
-                app.request_sent_message_id in message.thread_ids
-                and app.contact_email in recipients
+                (app.state is State.REQUESTED or not app.follow_up_draft_message_id)
+                and not app.known_ids.isdisjoint(message.thread_ids)
+                and _to_contact(app, message)
                 and app.request_sent_at is not None
                 and sent_at - app.request_sent_at >= HAND_FOLLOW_UP_AFTER
             ):
@@ -1006,7 +1007,15 @@ def _sent_step(app: Application, message: Message, marked: tuple[int, str] | Non
     if marked is not None:
         return expected if marked == (app.id, expected) else None
     answers = app.rejection_message_id if expected == "request" else app.request_sent_message_id
-    return expected if answers and answers in message.thread_ids else None
+    if not answers or answers not in message.thread_ids:
+        return None
+    # The follow-up answers the sent request, as a forward of it to someone else does.
+    return expected if expected == "request" or _to_contact(app, message) else None
+
+
+def _to_contact(app: Application, message: Message) -> bool:
+    """Whether a sent copy went to `app`'s contact (To or Cc)."""
+    return app.contact_email in {address.email for address in (*message.to, *message.cc)}
 
 
 def _guessed_step(app: Application, message: Message) -> str | None:

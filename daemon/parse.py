@@ -187,6 +187,7 @@ def _record(
         from_=from_list[0] if from_list else None,
         reply_to=_addresses(raw_headers.get("reply-to", "")),
         to=_addresses(raw_headers.get("to", "")),
+        cc=_addresses(raw_headers.get("cc", "")),
         date=_date(headers.get("date", "")),
         in_reply_to=message_ids(headers.get("in-reply-to", "")),
         references=message_ids(headers.get("references", "")),

@@ -21,9 +21,11 @@ from dovecot import MailUser
 from mailclient import MailClient, SmtpServer
 from support import INTERVIEW_REJECTION, ConfigWriter, run_cli
 
+from nextround.daemon import applications as apps
 from nextround.daemon.commands import model_settings
 from nextround.daemon.config import load_config
 from nextround.daemon.engine import CycleReport, Engine
+from nextround.daemon.errors import MailboxError
 from nextround.daemon.imap import ImapMailbox
 from nextround.daemon.mailbox import Fetched
 from nextround.daemon.session import open_session
@@ -1529,3 +1531,240 @@ def test_the_ats_notice_after_a_skip_drafts_no_request(world: World) -> None:
     )
     world.once(notice_at + timedelta(minutes=5))
     assert len(world.status()) == 1, (world.status(), draft_steps(world))
+
+
+# -- What the third round of review found (session 13) -----------------------------------
+
+ROLELESS_REJECTION_BODY = (
+    "Hi Alex,\n\nThank you for taking the time to meet the team again last week. After "
+    "careful consideration we have decided not to move forward with your candidacy for "
+    "this position.\n\nWe appreciate your interest and wish you the best.\n\nBest,\n"
+    "Priya Raman\nTalent Partner, Brightloom\n"
+)
+
+
+def rows(world: World) -> list[dict[str, Any]]:
+    return sorted(world.status(), key=lambda row: int(row["id"]))
+
+
+# -- 1. recent_for_company: an application nextround opened ended counts as "ended by the user"
+
+
+def test_an_old_rejection_skipped_on_the_first_run_swallows_a_new_one(world: World) -> None:
+    """First run: a Brightloom rejection 25 days old is opened `skipped` ("too late to ask";
+    its only history row is "opened", so `ended_by_daemon` is False and `by_user` True).
+    Ten days later Priya rejects the user again in a fresh mail naming no role: it joins
+    the skipped application (60-day window) and no request is ever drafted for it."""
+    world.deliver(*INTERVIEW_REJECTION, when=T0 - timedelta(days=25))
+    world.once(T0)
+    assert [row["state"] for row in rows(world)] == ["skipped"]
+    later = T0 + timedelta(days=10)
+    later_id = world.deliver(
+        INTERVIEW_REJECTION[0], "Following up on your interviews", ROLELESS_REJECTION_BODY, later
+    )
+    world.once(later + timedelta(minutes=5))
+    answering = [str(d["In-Reply-To"]) for d in world.client.drafts().values()]
+    assert later_id in answering, (rows(world), answering)
+
+
+def test_a_closed_position_swallows_a_later_rejection(world: World) -> None:
+    """Priya writes that the Senior Data Engineer opening was cancelled (opened `closed`,
+    no draft). Three weeks later, after interviewing for another role, Priya's rejection
+    naming no role joins the closed application as if the user had closed it: lost."""
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Update regarding the Senior Data Engineer position",
+        "Hi Alex,\n\nWe are writing to let you know that the Senior Data Engineer position "
+        "you applied for has been cancelled due to a change in budget, and we will not be "
+        "filling the role this year. This is not a reflection on your application.\n\n"
+        "Priya Raman\nTalent Partner, Brightloom\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    assert [row["state"] for row in rows(world)] == ["closed"], rows(world)
+    later = T0 + timedelta(days=21)
+    later_id = world.deliver(
+        INTERVIEW_REJECTION[0], "Following up on your interviews", ROLELESS_REJECTION_BODY, later
+    )
+    world.once(later + timedelta(minutes=5))
+    answering = [str(d["In-Reply-To"]) for d in world.client.drafts().values()]
+    assert later_id in answering, (rows(world), answering)
+
+
+# -- 2. hand follow-ups missed --------------------------------------------------------
+
+
+def test_a_hand_follow_up_answering_the_rejection_is_the_one_follow_up(world: World) -> None:
+    """The request is sent; on day 5 the user nudges Priya by hand, replying again to her
+    rejection (In-Reply-To the rejection, as a client replying from INBOX writes), To her.
+    `_followed_up_by_hand` looks only for the sent request's id; the guess is barred since
+    the copy names the application's rejection: on day 8 a second follow-up is drafted."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    world.client.send_draft(uid, T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert rows(world)[0]["state"] == "requested"
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
+        T0 + timedelta(days=5),
+        rejection_id,
+    )
+    world.once(T0 + timedelta(days=5, hours=1))
+    world.once(T0 + timedelta(days=8))
+    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+
+
+def test_a_hand_follow_up_with_the_contact_in_cc_is_the_one_follow_up(world: World) -> None:
+    """Day 5: the user nudges in the request's thread, To the hiring manager, Cc Priya.
+    Only To is read (Message has no Cc): a follow-up to Priya is drafted on day 8."""
+    sent_id = send_request(world)
+    sent_by_hand(
+        world,
+        "Sam Ortiz <sam.ortiz@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Sam, hi Priya,\n\nJust bumping this in case it got buried.\n\nAlex\n",
+        T0 + timedelta(days=5),
+        sent_id,
+    )
+    # sent_by_hand writes no Cc: add one by rewriting the copy.
+    with world.user.client() as client:
+        client.select_folder("Sent")
+        uids = client.search(["HEADER", "Subject", "Re: Your application"])
+        fetched = client.fetch(uids, ["RFC822"])
+        last = max(uids)
+        raw = fetched[last][b"RFC822"]
+        client.delete_messages([last])
+        client.expunge()
+    raw = raw.replace(
+        b"To: Sam Ortiz", b"Cc: Priya Raman <priya.raman@brightloom.io>\r\nTo: Sam Ortiz", 1
+    )
+    world.user.append("Sent", raw, flags=["\\Seen"], date=T0 + timedelta(days=5))
+    world.once(T0 + timedelta(days=5, hours=1))
+    world.once(T0 + timedelta(days=8))
+    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+
+
+def test_a_hand_follow_up_after_the_follow_up_draft_failed_is_still_the_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Day 8: FOLLOW_UP_DUE is recorded (followed_up) but the APPEND of its draft fails (or
+    the process dies before it). Before the next cycle the user nudges Priya by hand in the
+    request's thread. on_sent: `_expected_step` is None for a followed_up application with
+    no follow-up draft, and `_followed_up_by_hand` looks at `requested` ones only: the hand
+    follow-up is not recorded and the next cycle drafts a second follow-up."""
+    sent_id = send_request(world)
+
+    def append(self: ImapMailbox, *args: object, **kwargs: object) -> None:
+        raise MailboxError("Drafts: simulated failure")
+
+    monkeypatch.setattr(ImapMailbox, "append", append)
+    run_cli("-c", str(world.config), "once", "--now", (T0 + timedelta(days=8)).isoformat())
+    monkeypatch.undo()
+    assert rows(world)[0]["state"] == "followed_up"
+    assert draft_steps(world) == []
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
+        T0 + timedelta(days=8, minutes=30),
+        sent_id,
+    )
+    world.once(T0 + timedelta(days=8, hours=1))
+    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+
+
+# -- 3. a late reply from a shared box -----------------------------------------------
+
+
+def test_a_late_reply_from_the_recruiting_box_the_request_went_to_is_thanked(
+    world: World,
+) -> None:
+    """As test_a_reply_from_the_address_the_request_went_to_is_the_reply (recruiting@), but
+    the answer comes after nextround closed the application: `_late_reply` still asks for a
+    person's own address (`_replier`), so the answer is missed."""
+    person = "Halden Foods Recruiting <recruiting@haldenfoods.com>"
+    world.deliver(*HALDEN_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=1), to=person)
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(days=8))
+    uid, _ = world.only_draft()
+    follow_up_id = world.client.send_draft(uid, T0 + timedelta(days=8, hours=1))
+    world.once(T0 + timedelta(days=8, hours=2))
+    world.once(T0 + timedelta(days=16))
+    assert rows(world)[0]["state"] == "closed"
+    reply_at = T0 + timedelta(days=20)
+    world.deliver(
+        person,
+        "Re: Your application to Halden Foods",
+        "Hi Alex,\n\nThanks for asking, and sorry for the delay. The panel wanted more "
+        "hands-on SAP experience. That would be my main suggestion.\n\nBest,\nHana\n",
+        reply_at,
+        in_reply_to=follow_up_id,
+        references=f"{sent_id} {follow_up_id}",
+    )
+    world.once(reply_at + timedelta(minutes=5))
+    assert rows(world)[0]["state"] == "replied", draft_steps(world)
+
+
+def test_a_hand_follow_up_after_a_kill_before_the_follow_up_draft_is_the_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Day 8: FOLLOW_UP_DUE is committed (followed_up), then the process dies before
+    `write_drafts` commits anything (SIGKILL, power cut: played by a write_drafts that does
+    nothing). While it is down the user nudges Priya by hand in the request's thread. On
+    restart on_sent ignores the copy (`_expected_step` None with no follow-up draft;
+    `_followed_up_by_hand` reads `requested` applications only), no pending draft lets
+    `recover` find it in Sent: a second follow-up is drafted."""
+    sent_id = send_request(world)
+    monkeypatch.setattr(Engine, "write_drafts", lambda self, *args: None)
+    world.once(T0 + timedelta(days=8))
+    monkeypatch.undo()
+    assert rows(world)[0]["state"] == "followed_up"
+    assert draft_steps(world) == []
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
+        T0 + timedelta(days=8, minutes=30),
+        sent_id,
+    )
+    world.once(T0 + timedelta(days=8, hours=1))
+    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+
+
+def test_forwarding_the_request_to_a_coach_is_not_the_follow_up_once_it_is_drafted(
+    world: World,
+) -> None:
+    """Day 8 the follow-up is drafted; day 9 the user forwards the sent request to their
+    coach (In-Reply-To the sent request). `_sent_step` has no To check (only the new
+    `_followed_up_by_hand` has): the forward is recorded as the follow-up sent."""
+    sent_id = send_request(world)
+    world.once(T0 + timedelta(days=8))
+    assert draft_steps(world) == ["1; step=follow_up"]
+    sent_by_hand(
+        world,
+        "Jo Coach <jo.coach@gmail.com>",
+        "Fwd: Re: Your application for Senior Data Engineer",
+        "Hi Jo, this is what I sent Priya. Should I send the nudge?\n\n---------- Forwarded",
+        T0 + timedelta(days=9),
+        sent_id,
+        references=sent_id,
+    )
+    world.once(T0 + timedelta(days=9, hours=1))
+    out = run_cli("-c", str(world.config), "status", "--json").out
+    assert "jo.coach" not in out and "follow_up_sent" not in out, out
+    store = Store.open(load_config(world.config).database_path)
+    try:
+        app = apps.get(store, 1)
+        assert app is not None
+        assert app.follow_up_sent_at is None, app.follow_up_sent_message_id
+    finally:
+        store.close()

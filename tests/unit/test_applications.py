@@ -66,3 +66,18 @@ def test_which_application_a_later_rejection_joins(
     )
     assert (found is not None and found.id == number) is joins
     assert apps.recent_for_company(store, "globex", role, later - ATTACH_WINDOW, later) is None
+
+
+@pytest.mark.parametrize("state", [State.CLOSED, State.SKIPPED])
+def test_an_application_opened_ended_is_no_users_word(tmp_path: Path, state: State) -> None:
+    """Opened ended (a closed position, a stage not asked about, a rejection seen too late):
+    nothing the user said, so a rejection weeks later is one of its own (found in the third
+    review round, session 13)."""
+    store = Store.open(tmp_path / "state.db")
+    with store.transaction():
+        apps.open_application(
+            store, T0, state, company="Brightloom", company_key="brightloom",
+            role="Data Engineer", rejection_message_id="<first@brightloom.io>", rejection_at=T0,
+        )  # fmt: skip
+    later = T0 + timedelta(days=21)
+    assert apps.recent_for_company(store, "brightloom", None, later - ATTACH_WINDOW, later) is None
