@@ -6,6 +6,7 @@ password is never part of the configuration: only where to get it (see `secrets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -305,6 +306,8 @@ def _validate(config: Config) -> None:
     path, imap = config.path, config.imap
     if not imap.host.strip():
         raise ConfigError(f"{path}: [imap] host: must not be empty")
+    if problem := host_problem(imap.host):
+        raise ConfigError(f"{path}: [imap] host: {imap.host!r} {problem}")
     if not 0 <= imap.port <= 65535:
         raise ConfigError(f"{path}: [imap] port: must be between 0 (the default) and 65535")
     if imap.security == "plain" and not is_loopback(imap.host):
@@ -381,6 +384,30 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(**{_UNITS[unit]: int(number) for number, unit in parts})
     except OverflowError:
         raise ValueError(f"too long: {text!r}") from None
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is neither a host name nor an IP address, or None. Checked here so that a
+    slip ("[::1]", "localhost..", "imap.example.org:993") is named with its key, rather than
+    failing at the first connection with the resolver's words."""
+    if host.startswith("[") and host.endswith("]"):
+        return f"is not a host name or IP address (write {host[1:-1]!r}, without brackets)"
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return None
+    if ":" in host:
+        return "is not a host name or IP address (the port goes in [imap] port)"
+    try:  # a name in any script is looked up in its ASCII form (IDNA), as the resolver does
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "is not a host name or IP address"
+    labels = name.removesuffix(".").split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return "is not a host name or IP address"
+    return None
 
 
 def is_loopback(host: str) -> bool:

@@ -172,6 +172,35 @@ def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("[::1]", "is not a host name or IP address (write '::1', without brackets)"),
+        ("localhost..", "is not a host name or IP address"),
+        ("imap.example.org:993", "is not a host name or IP address (the port goes in [imap] port)"),
+        ("imap example.org", "is not a host name or IP address"),
+        (" imap.example.org", "is not a host name or IP address"),
+        ("-imap.example.org", "is not a host name or IP address"),
+        ("a" * 64 + ".example.org", "is not a host name or IP address"),
+        ("imap.example.org/inbox", "is not a host name or IP address"),
+    ],
+)
+def test_a_host_that_is_no_host_is_named(tmp_path: Path, host: str, problem: str) -> None:
+    path = write(tmp_path, MINIMAL.replace('"imap.example.org"', f"{host!r}"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: [imap] host: {host!r} {problem}"
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "localhost.", "::1", "127.0.0.1", "imap.example.org", "mail_1.example.org",
+     "bücher.example", "fe80::1%eth0"],
+)  # fmt: skip
+def test_names_and_addresses_are_hosts(tmp_path: Path, host: str) -> None:
+    assert load_config(write(tmp_path, MINIMAL.replace("imap.example.org", host))).imap.host == host
+
+
 def test_repr_holds_no_secret(tmp_path: Path) -> None:
     os.environ.pop("NEXTROUND_IMAP_PASSWORD", None)
     config = load_config(write(tmp_path, MINIMAL))
