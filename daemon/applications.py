@@ -172,10 +172,13 @@ def recent_for_company(
     for app in candidates:
         if not same_role(role, app.role):
             continue
-        awaiting = app.state in (State.REQUESTED, State.FOLLOWED_UP)
-        by_user = app.state in LATE_STATES and _last_event(store, app) in USER_ENDS
-        named = bool(role and app.role) and app.request_sent_at is not None
-        if awaiting or by_user or named or (app.rejection_at or app.opened_at) >= near:
+        if (
+            app.state in (State.REQUESTED, State.FOLLOWED_UP)
+            or (bool(role and app.role) and app.request_sent_at is not None)
+            or (app.rejection_at or app.opened_at) >= near
+            # Last: a query, where the rest reads what is in hand.
+            or (app.state in LATE_STATES and _last_event(store, app) in USER_ENDS)
+        ):
             return app
     return None
 
