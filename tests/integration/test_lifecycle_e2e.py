@@ -1648,6 +1648,21 @@ def test_a_hand_follow_up_with_the_contact_in_cc_is_the_one_follow_up(world: Wor
     assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
 
 
+def nudged_by_hand_drafts_nothing(world: World, sent_id: str) -> None:
+    """Day 8, half an hour in: the user nudges Priya by hand in the request's thread; the
+    next cycle must take it for the one follow-up and draft none."""
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
+        T0 + timedelta(days=8, minutes=30),
+        sent_id,
+    )
+    world.once(T0 + timedelta(days=8, hours=1))
+    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+
+
 def test_a_hand_follow_up_after_the_follow_up_draft_failed_is_still_the_one(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1666,16 +1681,7 @@ def test_a_hand_follow_up_after_the_follow_up_draft_failed_is_still_the_one(
     monkeypatch.undo()
     assert rows(world)[0]["state"] == "followed_up"
     assert draft_steps(world) == []
-    sent_by_hand(
-        world,
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
-        T0 + timedelta(days=8, minutes=30),
-        sent_id,
-    )
-    world.once(T0 + timedelta(days=8, hours=1))
-    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+    nudged_by_hand_drafts_nothing(world, sent_id)
 
 
 # -- 3. a late reply from a shared box -----------------------------------------------
@@ -1728,16 +1734,7 @@ def test_a_hand_follow_up_after_a_kill_before_the_follow_up_draft_is_the_one(
     monkeypatch.undo()
     assert rows(world)[0]["state"] == "followed_up"
     assert draft_steps(world) == []
-    sent_by_hand(
-        world,
-        "Priya Raman <priya.raman@brightloom.io>",
-        "Re: Your application for Senior Data Engineer",
-        "Hi Priya,\n\nJust bumping this in case it got buried. No pressure at all.\n\nAlex\n",
-        T0 + timedelta(days=8, minutes=30),
-        sent_id,
-    )
-    world.once(T0 + timedelta(days=8, hours=1))
-    assert draft_steps(world) == [], (rows(world)[0]["state"], draft_steps(world))
+    nudged_by_hand_drafts_nothing(world, sent_id)
 
 
 def test_forwarding_the_request_to_a_coach_is_not_the_follow_up_once_it_is_drafted(

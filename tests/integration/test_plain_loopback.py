@@ -150,17 +150,7 @@ def test_plain_is_never_sent_to_an_address_dns_gives_for_a_loopback_looking_name
             "[state]\n"
             f'database = "{tmp_path / "state" / "state.db"}"\n'
         )
-        inner = (
-            f"mount --bind {resolv} /etc/resolv.conf && exec {sys.executable} -m "
-            f"nextround.daemon.cli -c {config} check-config"
-        )
-        done = subprocess.run(
-            ["unshare", "--mount", "sh", "-c", inner],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = check_config_with(resolv, "/etc/resolv.conf", config)
     finally:
         dns.close()
         imap.close()
@@ -187,6 +177,24 @@ def test_plain_text_to_an_address_that_is_not_loopback_is_refused(host: str) -> 
     assert host in str(caught.value)
 
 
+def check_config_with(
+    replacement: Path, system_file: str, config: Path
+) -> subprocess.CompletedProcess[str]:
+    """`nextround check-config` in a private mount namespace where `system_file` (the
+    resolver's configuration, the hosts file) is `replacement`."""
+    inner = (
+        f"mount --bind {replacement} {system_file} && exec "
+        f"{sys.executable} -m nextround.daemon.cli -c {config} check-config"
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", inner],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 STOCK_HOSTS = (
     "127.0.0.1\tlocalhost\n"
     "::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -208,16 +216,6 @@ def test_plain_localhost_reaches_a_server_on_127_0_0_1_when_hosts_lists_ipv6_fir
     hosts = tmp_path / "hosts"
     hosts.write_text(STOCK_HOSTS)
     config = write_config(mailbox_user, host="localhost")
-    inner = (
-        f"mount --bind {hosts} /etc/hosts && exec "
-        f"{sys.executable} -m nextround.daemon.cli -c {config} check-config"
-    )
-    done = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", inner],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = check_config_with(hosts, "/etc/hosts", config)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "login        ok" in done.stdout
