@@ -143,7 +143,10 @@ def is_human_address(address: Address) -> bool:
     if is_automated_address(address) or _is_team_mailbox(address.local_part):
         return False
     name = " ".join(address.name.split())
-    return not name or _looks_like_person(name, address) or not _TEAM_NAME.search(name)
+    if not name or _looks_like_person(name, address) or not _TEAM_NAME.search(name):
+        return True
+    # "Jane Doe | Acme Careers", "Jane Doe, Recruiter": a person, if the address is hers.
+    return _titled_person(name, address) is not None
 
 
 def human_writers(message: Message, own_email: str) -> list[Address]:
@@ -202,6 +205,34 @@ def _is_team_mailbox(local_part: str) -> bool:
     return not words or any(word in _TEAM_MAILBOXES for word in (local_part, words[0], words[-1]))
 
 
+# A person's name, then their title or team ("Jane Doe, Recruiter", "Jane Doe (HR)", "Jane
+# Doe - Talent Acquisition", "Jane Doe | Acme Careers", "Jane from Acme Talent").
+_PERSON_AND_TITLE = re.compile(
+    r"^(?P<person>[^|@(),\u2013\u2014]+?)(?:\s+(?:at|from|@|bei|chez)\s+|\s*[|,]\s*"
+    r"|\s+[-\u2013\u2014]\s+|\s*\(\s*)(?P<rest>[^()]+?)\s*\)?$"
+)
+
+
+def _titled_person(name: str, address: Address) -> tuple[str, str] | None:
+    """(person, title) for a display name that is a person's followed by a title or team;
+    None for any other name."""
+    match = _PERSON_AND_TITLE.match(name)
+    if match is None or not _TEAM_NAME.search(match.group("rest")):
+        return None
+    person = match.group("person")
+    if not (_looks_like_person(person, address) and _shares_a_word(person, address)):
+        return None  # "Kantonsspital Seeland - HR" <noreply@...>: a company's team
+    return person, match.group("rest")
+
+
+def _shares_a_word(name: str, address: Address) -> bool:
+    """Whether the address's local part holds a word of `name` that its domain does not:
+    jane.doe@acme.com for "Jane Doe", not acmecorp@acme.com for "Acme Corp"."""
+    local, domain = _fold(address.local_part), _squash(address.domain.split(".")[0])
+    words = [_fold(word) for word in re.findall(r"[^\W\d_]{3,}", name)]
+    return any(word in local for word in words) and not any(word in domain for word in words)
+
+
 def _looks_like_person(name: str, address: Address) -> bool:
     """A person's display name: no team words, and it shares a word with the local part, or
     it is two to four capitalised words that do not spell the domain."""
@@ -227,7 +258,7 @@ _AGENCY_SENDER = re.compile(
 )
 _CLIENT_MENTION = re.compile(
     r"\b(?:my|our|the)\s+(?-i:client)\b(?![-\s]+(?:service|success|facing|relation))|\bagencies\b"
-    r"|\bmeine[mn]?\s+Kunden?\b|\b(?:mon|notre)\s+client\b|\bentreprise\s+cliente\b"
+    r"|\bmein(?:e[mn]?)?\s+Kunden?\b|\b(?:mon|notre)\s+client\b|\bentreprise\s+cliente\b"
     r"|\b(?:mi|nuestro|nostro|o)\s+cliente\b|\b(?:mijn|onze|de)\s+opdrachtgever\b",
     re.IGNORECASE,
 )
@@ -236,8 +267,9 @@ _COMPANY_PHRASES = re.compile(
     r"\b(?:applica(?:tion|ying)|appl(?:ying|ied)|interest(?:ed)?)\s+(?:to|with|at|in)\s+"
     r"(?:joining\s+)?|\b(?:position|role|job|opportunity|vacancy|opening|post|career|roles|update"
     r"|news)\s+(?:at|with|from)\s+|\b(?:on\s+behalf\s+of|everyone\s+at|(?:all\s+of\s+)?us\s+"
-    r"(?:here\s+)?at|here\s+at|join(?:ing)?|work(?:ing)?\s+(?:at|for|with)|our\s+client,?"
-    r"|sent\s+to)\s+|\b(?:Interesse\s+an|Bewerbung\s+bei)\s+(?:der\s+|dem\s+|die\s+|einer\s+)?"
+    r"(?:here\s+)?at|here\s+at|join(?:ing)?|work(?:ing)?\s+(?:at|for|with)|(?:my|our|the)\s+client,?"
+    r"|sent\s+to)\s+|\b(?:mein(?:e[mn]?)?\s+Kunden?|(?:mon|notre)\s+client|(?:mi|nuestro)\s+cliente)"
+    r",?\s+(?:(?:die|der|das|la|el)\s+)?|\b(?:Interesse\s+an|Bewerbung\s+bei)\s+(?:der\s+|dem\s+|die\s+|einer\s+)?"
     r"|\bint[ée]r[êe]t\s+(?:pour|envers)\s+|\bcandidature\s+chez\s+|\brejoindre\s+"
     r"|\binter[ée]s\s+(?:en|por)\s+|\bunirte\s+a\s+|\bcandidatura\s+(?:en|a|para)\s+"
     r"|\b(?:sollicitatie|interesse)\s+(?:bij|in)\s+|\bparte\s+d[oa]\s+|\binteresse\s+per\s+",
@@ -328,9 +360,12 @@ def _is_agency(sender: Address, text: str) -> bool:
     with "recruit" in it (rootsrecruiting.com) is an agency's own."""
     own_domain = not _in_domains(sender.domain, _SYSTEM_DOMAINS)
     agency_domain = "recruit" in sender.domain or _AGENCY_SENDER.search(sender.domain)
+    titled = _titled_person(" ".join(sender.name.split()), sender)
+    # "Jane Doe, Recruiter" is her title; "Jane Doe at Peak Recruiters" names an agency.
+    name = _TEAM_AFFIXES.sub("", titled[1]) if titled else sender.name
     return bool(
         (own_domain and agency_domain)
-        or _AGENCY_SENDER.search(sender.name)
+        or _AGENCY_SENDER.search(name)
         or _CLIENT_MENTION.search(text)
     )
 
@@ -355,9 +390,9 @@ def _subject_candidates(subject: str) -> Iterator[tuple[str, str]]:
 
 
 def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
-    name = _display_company(sender)
-    if name:
-        yield name, "display"
+    found = _display_company(sender)
+    if found:
+        yield found
     account = sender.local_part  # acme@myworkday.com; not jane.doe.9e3b1@, talent@
     if is_ats_domain(sender.domain) and re.fullmatch(r"[a-z]+(?:-[a-z]+)*", account):
         if not _AUTOMATED_LOCAL_PART.search(account) and not _is_team_mailbox(account):
@@ -366,30 +401,41 @@ def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
         yield _domain_name(sender.domain), "domain"
 
 
-def _display_company(sender: Address) -> str | None:
-    """The company a From display name names: "Acme via Greenhouse", "Jane Doe at Acme",
-    "Recrutement - Acme", "Acme Talent Team"; None for a person's or a platform's name."""
+def _display_company(sender: Address) -> tuple[str, str] | None:
+    """The company a From display name names, with its source: "Acme via Greenhouse", "Jane
+    Doe at Acme", "Jane Doe | Acme Careers", "Recrutement - Acme", "Acme Talent Team"; None
+    for a person's name ("Jane Doe, Recruiter") or a platform's."""
     name = " ".join(sender.name.replace('"', " ").split())
     via = re.split(r"\s+via\s+", name, maxsplit=1, flags=re.IGNORECASE)
     if len(via) == 2:
         name = via[0]
+        if _in_domains(sender.domain, _PLATFORM_DOMAINS):
+            return None  # "Jane Doe via LinkedIn": a person's message through a job board
     elif _in_domains(sender.domain, _PLATFORM_DOMAINS):
         return None
+    titled = _titled_person(name, sender)
+    if titled is not None:
+        company = _TEAM_AFFIXES.sub("", titled[1]).strip()
+        return (company, "display") if company and not _TEAM_NAME.search(company) else None
     person = _PERSON_AT_COMPANY.match(name)
     if person and _looks_like_person(person.group("person"), sender):
-        return person.group("company")
+        company = _TEAM_AFFIXES.sub("", person.group("company")).strip()
+        return (company, "display") if company else None  # "Acme Corp | Careers"
     platform = _squash(_domain_name(sender.domain))
     if not name or (is_ats_domain(sender.domain) and _related(_key(name), [platform])):
         return None  # the ATS's own name: "Gupy", "Ashby Hiring"
+    automated = is_automated_address(sender)
     folded_words = re.findall(r"[^\W\d_]{2,}", _fold(name))
     in_address = [word for word in folded_words if word in _fold(sender.local_part)]
-    personal = _looks_like_person(name, sender) and not is_automated_address(sender)
-    if not _TEAM_NAME.search(name) and (len(in_address) >= 2 or personal):
+    # An ATS account named for the company spells its name in one word: beaconhealth@icims.
+    account = is_ats_domain(sender.domain) and sender.local_part.isalpha()
+    personal = _looks_like_person(name, sender) and not automated
+    if not _TEAM_NAME.search(name) and ((len(in_address) >= 2 and not account) or personal):
         return None
     parts = [part for part in _SEPARATOR.split(name) if part.strip()]
     plain = [part for part in parts if not _TEAM_NAME.search(part)]
-    company = (plain or parts)[0] if len(parts) > 1 else name
-    return _TEAM_AFFIXES.sub("", company).strip() or None
+    company = _TEAM_AFFIXES.sub("", (plain or parts)[0] if len(parts) > 1 else name).strip()
+    return (company, "display") if company else None
 
 
 def _anchored_mentions(text: str, anchors: list[str]) -> Iterator[tuple[str, str]]:
@@ -714,6 +760,8 @@ def _subject_title(segments: list[str]) -> str | None:
         framed = _SUBJECT_NOUN.match(segment)
         before_noun = framed.group("title") if framed else segment
         title = _read_title(before_noun, capitalised=False, whole=True)
+        if title and any(_fold(word) in _FUNCTION_WORDS for word in title.split()):
+            continue  # "Your application", "Regarding your application": no title
         whole_title = bool(framed) and title is not None and len(title) >= len(before_noun) - 4
         if title and (whole_title or _fold(title.split()[-1]) in _JOB_NOUNS):
             return title

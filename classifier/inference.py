@@ -32,7 +32,7 @@ from nextround.classifier.message import Address, Message
 from nextround.classifier.vectors import GramIndex, TokenIndex, WordIndex
 
 # Bump when features or model settings change: stored models are then retrained.
-MODEL_VERSION = "4"
+MODEL_VERSION = "5"  # 5: a person with a title in the display name is a person
 
 BODY_CHARS = 3000
 BODY_CHARS_SHORT = 500

@@ -270,6 +270,17 @@ def ended_by_daemon(store: Store, app: Application) -> bool:
     return takes_late_reply(app.state, _last_event(store, app))
 
 
+def vanished_step(store: Store, app: Application) -> str | None:
+    """The draft ("request", "follow_up") whose leaving Drafts with no copy in Sent ended
+    `app`, if that is how it ended: a copy may still come (a scheduled send, an outbox)."""
+    if app.state not in LATE_STATES:
+        return None
+    return _VANISHED.get(_last_event(store, app) or "")
+
+
+_VANISHED = {Event.REQUEST_DRAFT_GONE: "request", Event.FOLLOW_UP_DRAFT_GONE: "follow_up"}
+
+
 # The user's own word (`skip`, `close`). An application opened ended (a closed position, a
 # stage not asked about, a rejection seen too late) has no such event.
 USER_ENDS = (Event.USER_SKIPPED, Event.USER_CLOSED)

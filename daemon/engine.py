@@ -577,6 +577,8 @@ class Engine:
         found = [(app, step) for app in waiting if (step := _sent_step(app, message, marked))]
         if not found and self._followed_up_by_hand(store, message, now):
             return
+        if not found:
+            found = _sent_late(store, message, marked)
         if not found and marked is None and not apps.by_thread(store, message.thread_ids):
             guessed = [(app, step) for app in waiting if (step := _guessed_step(app, message))]
             found = guessed if len(guessed) == 1 else []
@@ -1011,6 +1013,42 @@ def _sent_step(app: Application, message: Message, marked: tuple[int, str] | Non
         return None
     # The follow-up answers the sent request, as a forward of it to someone else does.
     return expected if expected == "request" or _to_contact(app, message) else None
+
+
+def _sent_late(
+    store: Store, message: Message, marked: tuple[int, str] | None
+) -> list[tuple[Application, str]]:
+    """The draft this copy is, of an application ended because that draft left Drafts with
+    no copy in Sent: sent later after all (a scheduled send, a client's outbox). It must
+    name the draft (our header, or its Message-ID), or answer what the draft answers, to the
+    person asked, under the draft's subject: a note the user sends in the thread after
+    deleting the draft ("thanks for letting me know") is not it."""
+    if marked is not None:
+        app = apps.get(store, marked[0])
+        candidates = [app] if app is not None else []
+    else:
+        candidates = apps.by_thread(store, [message.message_id, *message.thread_ids])
+    found = []
+    for app in candidates:
+        step = apps.vanished_step(store, app)
+        if step is None or (marked is not None and marked != (app.id, step)):
+            continue
+        request = step == "request"
+        draft_id = app.request_draft_message_id if request else app.follow_up_draft_message_id
+        answers = app.rejection_message_id if request else app.request_sent_message_id
+        subject = app.rejection_subject if request else app.request_subject
+        if (
+            marked is not None
+            or message.message_id == draft_id
+            or (
+                answers in message.thread_ids
+                and _to_contact(app, message)
+                and normalised_subject(message.subject)
+                == normalised_subject(subject or app.rejection_subject)
+            )
+        ):
+            found.append((app, step))
+    return found
 
 
 def _to_contact(app: Application, message: Message) -> bool:

@@ -6,6 +6,9 @@ drafted | needs_contact -> requested     the user sent it (a sent copy was seen)
 drafted | needs_contact -> skipped       the draft vanished and nothing was sent
 drafted | needs_contact -> stale         not sent within [lifecycle] send_within
 stale -> requested                       sent after all
+skipped -> requested                     a copy of a draft that vanished reaches Sent later
+                                         (a scheduled send, an outbox)
+closed -> followed_up                    the same for the follow-up
 requested -> followed_up                 no reply after [lifecycle] follow_up_after; or the
                                          user followed up by hand (none is drafted)
 requested -> closed                      no reply after follow_up_after + close_after, when
@@ -85,6 +88,10 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, Draft]] = {
     (State.DRAFTED, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
     (State.NEEDS_CONTACT, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
     (State.STALE, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
+    # A copy of a draft taken for deleted, sent later after all (the engine checks that the
+    # draft's vanishing is what ended it).
+    (State.SKIPPED, Event.REQUEST_SENT): (State.REQUESTED, Draft.NOTHING),
+    (State.CLOSED, Event.FOLLOW_UP_SENT): (State.FOLLOWED_UP, Draft.NOTHING),
     (State.DRAFTED, Event.REQUEST_DRAFT_GONE): (State.SKIPPED, Draft.NOTHING),
     (State.NEEDS_CONTACT, Event.REQUEST_DRAFT_GONE): (State.SKIPPED, Draft.NOTHING),
     (State.STALE, Event.REQUEST_DRAFT_GONE): (State.SKIPPED, Draft.NOTHING),

@@ -1765,3 +1765,73 @@ def test_forwarding_the_request_to_a_coach_is_not_the_follow_up_once_it_is_draft
         assert app.follow_up_sent_at is None, app.follow_up_sent_message_id
     finally:
         store.close()
+
+
+# -- 4. found in review, session 14: a copy that reaches Sent late -----------------------
+
+
+def scheduled(world: World, *, hours: int = 8, to: str | None = None) -> tuple[str, str]:
+    """The user schedules the request (Gmail's Schedule send, Send Later, an outbox): the
+    draft leaves Drafts at once, and nextround, seeing no copy within 10 minutes, takes it
+    for deleted. `hours` later the copy reaches Sent, under a new Message-ID. Returns the
+    rejection's and the copy's Message-IDs."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    raw = world.user.fetch_raw("Drafts")[uid]
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert rows(world)[0]["state"] == "skipped"
+    world.user.append("Drafts", raw)  # the scheduled mail, as the client sends it
+    [uid] = world.user.uids("Drafts")
+    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=hours), to=to)
+    world.once(T0 + timedelta(hours=hours, minutes=5))
+    return rejection_id, sent_id
+
+
+def test_a_request_whose_copy_reaches_sent_late_is_taken_up_again(world: World) -> None:
+    """Reported by the review: the copy was ignored (a skipped application took no sent
+    copy), so no follow-up was drafted and the answer went unthanked."""
+    rejection_id, sent_id = scheduled(world)
+    assert rows(world)[0]["state"] == "requested"
+    world.once(T0 + timedelta(days=8))
+    assert draft_steps(world) == ["1; step=follow_up"]
+    world.priya_replies(T0 + timedelta(days=9), sent_id, f"{rejection_id} {sent_id}")
+    world.once(T0 + timedelta(days=9, minutes=5))
+    assert rows(world)[0]["state"] == "replied"
+
+
+def test_a_late_copy_to_someone_else_does_not_take_it_up_again(world: World) -> None:
+    """What the user sends in the thread to another person (a forward to a coach) is not
+    the request, vanished or not."""
+    scheduled(world, to="Jo Coach <jo.coach@gmail.com>")
+    assert rows(world)[0]["state"] == "skipped"
+
+
+def test_what_the_user_skipped_stays_skipped_whatever_reaches_sent(world: World) -> None:
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    assert run_cli("-c", str(world.config), "skip", "1").code == 0
+    world.client.send_draft(uid, T0 + timedelta(hours=3))
+    world.once(T0 + timedelta(hours=3, minutes=5))
+    assert rows(world)[0]["state"] == "skipped"
+
+
+def test_a_follow_up_whose_copy_reaches_sent_late_counts_as_sent(world: World) -> None:
+    sent_id = send_request(world)
+    world.once(T0 + timedelta(days=8))
+    uid, _ = world.only_draft()
+    raw = world.user.fetch_raw("Drafts")[uid]
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(days=8, hours=1))
+    world.once(T0 + timedelta(days=8, hours=2))
+    assert rows(world)[0]["state"] == "closed"
+    world.user.append("Drafts", raw)
+    [uid] = world.user.uids("Drafts")
+    follow_up_id = world.client.send_draft(uid, T0 + timedelta(days=9))
+    world.once(T0 + timedelta(days=9, minutes=5))
+    row = rows(world)[0]
+    assert row["state"] == "followed_up", row
+    assert sent_id != follow_up_id

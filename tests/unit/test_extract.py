@@ -282,6 +282,7 @@ def test_html_mail_with_stray_end_tags_between_sentences(end: str) -> None:
         ("Careers at Acme Robotics <careers@acmerobotics.com>", "Acme Robotics"),
         ("Recrutement - Maison Lumière <emplois@maisonlumiere.fr>", "Maison Lumière"),
         ("Jane Doe <jane.doe@talent.lever.co>", None),  # a person on an ATS domain
+        ("Acme Corp | Careers <acmecorp@acme.com>", "Acme"),  # not "Careers"
         ("Greenhouse <no-reply@greenhouse.io>", None),  # the ATS itself
         ("LinkedIn <jobs-noreply@linkedin.com>", None),
     ],
@@ -320,3 +321,97 @@ def test_megabyte_inputs_return(sender: str, subject: str, text: str) -> None:
     extract_company(mail)
     extract_role(mail)
     choose_reply_to(mail)
+
+
+# -- found in review, session 14 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "company"),
+    [
+        ("Sophie Turner at Harrow Recruitment <sophie.turner@harrowrecruitment.com>", None),
+        ("Jane Doe | Acme Careers <jane.doe@acme.com>", "Acme"),
+        ("Jane Doe (HR) <jane.doe@acme.com>", "Acme"),
+        ("Jane Doe - Talent Acquisition <jane.doe@acme.com>", "Acme"),
+        ("Jane Doe, Recruiter <jane.doe@acme.com>", "Acme"),  # a title, not an agency
+        ("Jane from Acme Talent <jane@acme.com>", "Acme"),
+    ],
+)
+def test_a_person_with_a_title_in_the_display_name_is_the_recipient(
+    sender: str, company: str | None
+) -> None:
+    mail = message(sender, "Your application", "Unfortunately we will not move forward.")
+    assert is_human_address(address(sender))
+    assert choose_reply_to(mail) == address(sender).email
+    assert extract_company(mail) == company  # Harrow Recruitment is an agency: its client
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "Acme Corp | Careers <acmecorp@acme.com>",  # the company's box, named for it
+        "Acme Careers <careers@acme.com>",
+        "Jane Doe, Recruiter <recruiting@acme.com>",
+        "Jane Doe | Acme Careers <j.d@acme.com>",  # no word of her name in the address
+    ],
+)
+def test_a_title_does_not_make_a_shared_box_a_person(sender: str) -> None:
+    assert not is_human_address(address(sender))
+
+
+@pytest.mark.parametrize(
+    ("sender", "subject", "text", "company"),
+    [
+        (
+            "Jane Doe via LinkedIn <messages-noreply@linkedin.com>",
+            "Your application",
+            "Hi Sam, thanks for applying to Corvid Labs. Unfortunately we went with others.\n",
+            "Corvid Labs",
+        ),
+        (
+            "Halden Foods via Greenhouse <no-reply@greenhouse.io>",
+            "Your application",
+            "Hi Sam, unfortunately we went with others.\n",
+            "Halden Foods",
+        ),
+        (
+            "Beacon Health System <beaconhealth@icims.com>",
+            "Your application",
+            "Dear Sam,\n\nThank you for applying. We will not be moving forward.\n",
+            "Beacon Health System",  # an ATS account named for the company, not a person's
+        ),
+    ],
+)
+def test_a_name_shown_through_an_ats_or_job_board(
+    sender: str, subject: str, text: str, company: str
+) -> None:
+    assert extract_company(message(sender, subject, text)) == company
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dear Sam,\n\nMy client, Brenner Logistik GmbH, has completed the review. "
+        "Unfortunately they will not proceed.\n",
+        "Hallo Sam,\n\nmein Kunde, die Brenner Logistik GmbH, hat sich leider gegen Sie "
+        "entschieden.\n",
+    ],
+)
+def test_an_agency_names_its_client(text: str) -> None:
+    mail = message("Lena Vogt <l.vogt@peak-search.de>", "Your application", text)
+    assert extract_company(mail) == "Brenner Logistik"
+
+
+@pytest.mark.parametrize(
+    ("subject", "role"),
+    [
+        ("Your application", None),
+        ("Your Application", None),
+        ("Regarding your application", None),
+        ("Data Engineer application", "Data Engineer"),
+        ("Senior Data Engineer - Your application", "Senior Data Engineer"),
+    ],
+)
+def test_a_subject_about_your_application_names_no_role(subject: str, role: str | None) -> None:
+    mail = message("Acme <jobs@acme.com>", subject, "Unfortunately we will not move forward.")
+    assert extract_role(mail) == role

@@ -31,6 +31,9 @@ TABLE = [
     (S.DRAFTED, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
     (S.NEEDS_CONTACT, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
     (S.STALE, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
+    # A draft taken for deleted reaches Sent later (the engine checks the vanishing ended it).
+    (S.SKIPPED, E.REQUEST_SENT, S.REQUESTED, D.NOTHING),
+    (S.CLOSED, E.FOLLOW_UP_SENT, S.FOLLOWED_UP, D.NOTHING),
     (S.DRAFTED, E.REQUEST_DRAFT_GONE, S.SKIPPED, D.NOTHING),
     (S.NEEDS_CONTACT, E.REQUEST_DRAFT_GONE, S.SKIPPED, D.NOTHING),
     (S.STALE, E.REQUEST_DRAFT_GONE, S.SKIPPED, D.NOTHING),
@@ -67,11 +70,14 @@ def test_the_table_is_the_whole_machine() -> None:
 
 @pytest.mark.parametrize("state", [S.REPLIED, S.CLOSED, S.SKIPPED])
 @pytest.mark.parametrize("event", list(Event))
-def test_terminal_states_accept_nothing_but_a_late_reply_or_the_users_end(
+def test_terminal_states_accept_nothing_but_a_late_reply_or_copy_or_the_users_end(
     state: State, event: Event
 ) -> None:
     if state is not S.REPLIED and event in (E.LATE_REPLY, E.USER_SKIPPED, E.USER_CLOSED):
         assert transition(state, event)[0] in (S.REPLIED, S.SKIPPED, S.CLOSED)
+        return
+    if (state, event) in ((S.SKIPPED, E.REQUEST_SENT), (S.CLOSED, E.FOLLOW_UP_SENT)):
+        assert transition(state, event)[0] in (S.REQUESTED, S.FOLLOWED_UP)
         return
     with pytest.raises(InvalidTransition):
         transition(state, event)
