@@ -115,7 +115,10 @@ def fingerprint(paths: Iterable[Path], *extra: str) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        try:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError as error:  # an example training skips, and says why; readable, it counts
+            digest.update(f"unreadable: {error.errno}".encode())
     for value in extra:
         digest.update(value.encode() + b"\0")
     return digest.hexdigest()[:16]

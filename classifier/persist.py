@@ -72,19 +72,30 @@ def key_path_for(model_path: Path) -> Path:
 
 
 def _key(model_path: Path, create: bool) -> bytes:
+    """The signing key; with `create` (a model is being written), a new one if there is none
+    or it is damaged: the model it signs is written anew, so nothing else needs it."""
     path = key_path_for(model_path)
     try:
         key = path.read_bytes()
     except FileNotFoundError:
         if not create:
             raise ModelFileError(f"{path}: no signing key") from None
-        key = secrets.token_bytes(KEY_BYTES)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(key)
-        return key
+        return _new_key(path)
     if len(key) != KEY_BYTES:
-        raise ModelFileError(f"{path}: not a signing key")
+        if not create:
+            raise ModelFileError(f"{path}: not a signing key")
+        logger.warning("%s: not a signing key; writing a new one", path)
+        return _new_key(path)
+    return key
+
+
+def _new_key(path: Path) -> bytes:
+    key = secrets.token_bytes(KEY_BYTES)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(key)
+    temporary.replace(path)
     return key
 
 

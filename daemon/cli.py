@@ -253,7 +253,10 @@ def parse_now(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time: {text!r} (example: 2026-11-22T09:00:00Z)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import argparse
 import email
 import email.message
 import email.policy
+import errno
 import json
 import logging
 import os
@@ -427,15 +428,18 @@ def label(args: argparse.Namespace) -> int:
     if not raw:
         raise NextroundError(f"{message_id}: not found in {session.folders['inbox'].name}")
     folder = settings.corrections_dir / args.label
-    private_directory(folder)
     name = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in message_id.strip("<>"))
-    for other in ("rejection", "closed", "other"):
-        (settings.corrections_dir / other / f"{name}.eml").unlink(missing_ok=True)
     path = folder / f"{name}.eml"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(raw)
-    path.chmod(0o600)  # it may have existed, with another mode
+    try:
+        private_directory(folder)
+        for other in ("rejection", "closed", "other"):
+            (settings.corrections_dir / other / f"{name}.eml").unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(raw)
+        path.chmod(0o600)  # it may have existed, with another mode
+    except OSError as error:
+        raise NextroundError(f"{path}: cannot write it: {error.strerror or error}") from None
     store = open_store(config)
     try:
         with store.transaction():
@@ -469,6 +473,8 @@ def classify(args: argparse.Namespace) -> int:
         results: list[dict[str, Any]] = []
         for index, path in enumerate(chunk):
             try:
+                if path == "-" and sys.stdin is None:  # started with its input closed
+                    raise OSError(errno.EBADF, "no standard input")
                 raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
                 parsed.append((index, parse_message(raw)))
                 results.append({"path": path})

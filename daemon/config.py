@@ -287,6 +287,8 @@ def _check_type(value: Any, hint: Any, path: Path, where: str) -> Any:
         raise ConfigError(
             f"{path}: {where}: must be {_type_name_of(hint)}, not {_type_name(value)}"
         )
+    if isinstance(value, str) and "\0" in value:  # no path, command or name holds one
+        raise ConfigError(f"{path}: {where}: must not contain a NUL character")
     return value
 
 

@@ -148,6 +148,15 @@ def demo_config(temp: Path, server: DemoImapServer) -> Config:
 
 def keep_state(config: Config, keep: Path) -> None:
     """Copy the state directory, with a config that `status` can read offline."""
+    try:
+        _copy_state(config, keep)
+    except (OSError, shutil.Error) as error:
+        raise NextroundError(f"--keep {keep}: cannot write there: {error}") from None
+    say()
+    say(f"The state is kept in {keep}: try `nextround -c {keep / 'config.toml'} status`.")
+
+
+def _copy_state(config: Config, keep: Path) -> None:
     shutil.copytree(config.state_dir, keep, dirs_exist_ok=True)
     (keep / "config.toml").write_text(
         "# Written by `nextround demo --keep`: the demo's server is gone, so only the offline\n"
@@ -164,8 +173,6 @@ def keep_state(config: Config, keep: Path) -> None:
         'database = "state.db"\n',
         encoding="utf-8",
     )
-    say()
-    say(f"The state is kept in {keep}: try `nextround -c {keep / 'config.toml'} status`.")
 
 
 class Demo:

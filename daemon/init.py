@@ -107,10 +107,13 @@ def write_config(
         parse_config(tomllib.loads(text), path)
     except ConfigError as error:
         raise UsageError(str(error).replace(f"{path}: ", "")) from None
-    private_directory(path.parent)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
+    try:
+        private_directory(path.parent)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise NextroundError(f"{path}: cannot write it: {error.strerror or error}") from None
     return path
 
 

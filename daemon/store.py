@@ -122,14 +122,18 @@ class Store:
             _prepare_files(path)
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         store = cls(connection, path)
-        with storage_errors(f"configuring {path}"):
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # NORMAL in WAL mode survives a process crash; power loss may roll back the last
-            # commits, which the idempotent drafting step tolerates.
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA foreign_keys = ON")
-        store.migrate()
+        try:
+            with storage_errors(f"configuring {path}"):
+                connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                connection.execute("PRAGMA journal_mode = WAL")
+                # NORMAL in WAL mode survives a process crash; power loss may roll back the
+                # last commits, which the idempotent drafting step tolerates.
+                connection.execute("PRAGMA synchronous = NORMAL")
+                connection.execute("PRAGMA foreign_keys = ON")
+            store.migrate()
+        except BaseException:
+            connection.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -144,7 +148,14 @@ class Store:
             applied = {
                 row[0] for row in self.connection.execute("SELECT version FROM schema_migrations")
             }
-            for version, name, sql in migrations():
+            shipped = migrations()
+            if applied and max(applied) > len(shipped):
+                # Written by a newer nextround: this one would misread what it does not know.
+                raise StorageError(
+                    f"{self.path}: written by a newer nextround (database schema "
+                    f"{max(applied)}, this version knows up to {len(shipped)}); upgrade it"
+                )
+            for version, name, sql in shipped:
                 if version in applied:
                     continue
                 logger.info("applying database migration %s", name)
@@ -423,12 +434,24 @@ class Store:
         return [tuple(row) for row in rows]
 
 
+_SQLITE_HEADER = b"SQLite format 3\0"
+
+
 def _prepare_files(path: Path) -> None:
-    """Directories 0700 when we create them; the database file 0600 before SQLite opens it."""
+    """Directories 0700 when we create them; the database file 0600 before SQLite opens it.
+    What is there and is no database (a directory, another file of the user's) is refused
+    as it is, its mode untouched."""
     private_directory(path.parent)
     if not path.exists():
         descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(descriptor)
+    elif not path.is_file():
+        raise StorageError(f"state database: {path}: not a file")
+    else:
+        with path.open("rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+        if head and head != _SQLITE_HEADER:
+            raise StorageError(f"state database: {path}: not a SQLite database")
     path.chmod(0o600)
 
 

@@ -167,7 +167,9 @@ def _train_in_child(settings: ModelSettings) -> TrainReport:
         raise ClassifierError(f"training failed: killed by signal {-done.returncode}")
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise ClassifierError(f"training failed: {reason}")
+        # The child's own error says "training failed" already.
+        prefix = "" if reason.startswith("training failed") else "training failed: "
+        raise ClassifierError(prefix + reason)
     try:
         report = json.loads(done.stdout.strip().splitlines()[-1])
         return TrainReport(**{**report, "path": Path(report["path"])})

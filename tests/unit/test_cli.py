@@ -84,6 +84,7 @@ def test_every_example_in_help_parses() -> None:
         (["close", "0"], "no application has the id"),
         (["skip", "1", "--wait", "-5"], "must be between 0 and 86400 seconds"),
         (["once", "--wait", "nan"], "must be between 0 and 86400 seconds"),
+        (["once", "--now", "0001-01-01T00:00:00+01:00"], "--now: out of range"),
     ],
 )
 def test_out_of_range_numbers_are_usage_errors(
@@ -273,3 +274,30 @@ def test_a_closed_stdout_is_no_traceback(tmp_path: Path) -> None:
         stderr=subprocess.PIPE, timeout=60, check=False,
     )  # fmt: skip
     assert b"Traceback" not in done.stderr, done.stderr.decode()
+
+
+def test_init_where_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    result = init(tmp_path / "afile" / "c.toml")
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert result.err.startswith(f"nextround: {tmp_path / 'afile'}"), result.err
+
+
+def test_a_nul_in_a_path_key_is_a_config_error(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    config.write_text(config.read_text().replace('database = "', 'database = "\\u0000'))
+    result = run_cli("-c", str(config), "status")
+    assert result.code == 2, result.err
+    assert "[state] database: must not contain a NUL character" in result.err
+
+
+def test_classify_with_its_input_closed_says_so(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.stdin = None; "
+         "from nextround.daemon.cli import main; sys.exit(main(sys.argv[1:]))",
+         "-c", str(config), "classify", "--json", "-"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert '"error": "cannot read: no standard input"' in done.stdout, done.stdout
