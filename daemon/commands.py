@@ -49,6 +49,7 @@ from nextround.daemon.store import Store, cycle_lock
 from nextround.daemon.training import ModelSettings
 
 logger = logging.getLogger(__name__)
+ROLE_ORDER = {"inbox": 0, "drafts": 1, "sent": 2}
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -103,10 +104,9 @@ def check_config(args: argparse.Namespace) -> int:
     session = open_session(config)
     try:
         print(f"login        ok as {imap.username}")
-        for role in ("inbox", "drafts", "sent"):
-            folder = session.folders[role]
+        for folder in sorted(session.folders.values(), key=lambda ref: ROLE_ORDER[ref.role]):
             status = session.mailbox.status(folder.name)
-            print(f"{role:<12} {folder.name} ({folder.how}; {status.messages} messages)")
+            print(f"{folder.role:<12} {folder.name} ({folder.how}; {status.messages} messages)")
     finally:
         session.close()
     print(f"state        {config.database_path}")

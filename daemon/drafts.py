@@ -40,7 +40,7 @@ NEEDS_CONTACT_MARK = (
 )
 MAX_REFERENCES = 20
 _REPLY_PREFIX = re.compile(
-    r"^\s*((re|aw|sv|antw|r|rif|réf|ref|wg|fwd?)\s*(\[\d+\])?\s*:\s*)+", re.I
+    r"^\s*((re|ré|aw|sv|antw|r|rif|réf|ref|wg|fwd?)\s*(\[\d+\])?\s*:\s*)+", re.I
 )
 _TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "herr", "frau", "mme", "m", "sr", "sra"}
 _NOT_A_PERSON = re.compile(

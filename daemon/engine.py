@@ -77,6 +77,7 @@ from nextround.daemon.sync import (
     Settled,
     Triaged,
     sync_folder,
+    watched,
     with_thread,
 )
 from nextround.daemon.triage import Helper, Raw, Reading, floor, read, read_ahead, read_fully
@@ -226,11 +227,9 @@ class Engine:
     ) -> CycleReport:
         report = CycleReport(sync=CycleResult(now=now))
         self.report = report
-        for role in ("sent", "inbox"):
+        for folder in [*watched(folders, "sent"), *watched(folders, "inbox")]:
             report.sync.folders.append(
-                sync_folder(
-                    mailbox, store, folders[role], self.config.sync, now, self.handle, self.triage
-                )
+                sync_folder(mailbox, store, folder, self.config.sync, now, self.handle, self.triage)
             )
         self.check_drafts(mailbox, store, folders, now)
         self.apply_due_events(store, now)
@@ -817,11 +816,11 @@ class Engine:
         spec: DraftSpec,
     ) -> Recovered | None:
         """A draft for this step that already exists (or existed), or None: write it."""
-        drafts, sent = folders["drafts"].name, folders["sent"].name
+        drafts, sents = folders["drafts"].name, [ref.name for ref in watched(folders, "sent")]
         wanted = (app.id, step)
         # What the draft says it answers: the id as written, "" for one it cannot write.
         answers = safe_message_id(spec.answers)
-        for folder in (drafts, sent):
+        for folder in (drafts, *sents):
             for raw in mailbox.search_header(folder, HEADER, f"{app.id}; step={step}").values():
                 parsed = _HEADERS.parsebytes(raw)
                 if parse_header_value(str(parsed.get(HEADER, ""))) != wanted:
@@ -838,7 +837,7 @@ class Engine:
             return None
         if mailbox.search_header(drafts, "Message-ID", pending):
             return Recovered(pending)
-        if answers:
+        for sent in sents if answers else ():
             for raw in mailbox.search_header(sent, "In-Reply-To", answers).values():
                 parsed = _HEADERS.parsebytes(raw)
                 sent_id = _first_id(parsed)

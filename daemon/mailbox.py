@@ -134,20 +134,30 @@ class FolderChoice:
 
 def choose_folder(role: str, folders: Iterable[FolderInfo], override: str) -> FolderChoice:
     """The config override wins, then the SPECIAL-USE flag, then a common name."""
+    return choose_folders(role, folders, override)[0]
+
+
+def choose_folders(role: str, folders: Iterable[FolderInfo], override: str) -> list[FolderChoice]:
+    """As `choose_folder`, with every folder the SPECIAL-USE flag marks: a server may mark
+    two (Dovecot's own example marks "Sent" and "Sent Messages" \\Sent, and a phone and a
+    desktop client may each keep their copies in one). The common name comes first, then
+    by name: the server's LIST order may change from one session to the next."""
     listed = list(folders)
     names = {folder.name for folder in listed}
     if override:
         if override not in names:
             raise FolderError(f"[imap] {role} = {override!r}: no such folder on the server")
-        return FolderChoice(override, "config")
+        return [FolderChoice(override, "config")]
     flag = SPECIAL_USE_FLAGS[role].lower()
-    for folder in listed:
-        if flag in {f.lower() for f in folder.flags}:
-            return FolderChoice(folder.name, "special-use")
+    flagged = [folder.name for folder in listed if flag in {f.lower() for f in folder.flags}]
+    if flagged:
+        common = {name.lower(): rank for rank, name in enumerate(COMMON_NAMES[role])}
+        flagged.sort(key=lambda name: (common.get(name.lower(), len(common)), name))
+        return [FolderChoice(name, "special-use") for name in flagged]
     by_lower = {folder.name.lower(): folder.name for folder in listed}
     for candidate in COMMON_NAMES[role]:
         if candidate.lower() in by_lower:
-            return FolderChoice(by_lower[candidate.lower()], "common name")
+            return [FolderChoice(by_lower[candidate.lower()], "common name")]
     raise FolderError(
         f"no {role} folder: none is marked {SPECIAL_USE_FLAGS[role]} and none has a common "
         f"name; set [imap] {role} to the folder's name"

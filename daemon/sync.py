@@ -32,7 +32,7 @@ from nextround.daemon.errors import (
     StorageError,
     UnreadableError,
 )
-from nextround.daemon.mailbox import Fetched, Mailbox, choose_folder
+from nextround.daemon.mailbox import Fetched, Mailbox, choose_folder, choose_folders
 from nextround.daemon.parse import header_message_id, parse_message
 from nextround.daemon.store import Contact, Store
 
@@ -141,10 +141,18 @@ def resolve_folders(mailbox: Mailbox, config: Config) -> dict[str, FolderRef]:
     if inbox not in names and inbox.upper() != "INBOX":
         raise FolderError(f"[imap] inbox = {inbox!r}: no such folder on the server")
     folders = {"inbox": FolderRef("inbox", inbox, "config")}
-    for role, override in (("drafts", config.imap.drafts), ("sent", config.imap.sent)):
-        choice = choose_folder(role, listed, override)
-        folders[role] = FolderRef(role, choice.name, choice.how)
+    drafts = choose_folder("drafts", listed, config.imap.drafts)
+    folders["drafts"] = FolderRef("drafts", drafts.name, drafts.how)
+    # Every folder marked \Sent is watched: "sent" is the first, the others "sent:<name>".
+    for index, sent in enumerate(choose_folders("sent", listed, config.imap.sent)):
+        key = "sent" if index == 0 else f"sent:{sent.name}"
+        folders[key] = FolderRef("sent", sent.name, sent.how)
     return folders
+
+
+def watched(folders: dict[str, FolderRef], role: str) -> list[FolderRef]:
+    """The folders of `role` (inbox, sent): a server may mark more than one \\Sent."""
+    return [folder for folder in folders.values() if folder.role == role]
 
 
 def run_cycle(
@@ -158,7 +166,8 @@ def run_cycle(
 ) -> CycleResult:
     result = CycleResult(now=now)
     for role in WATCHED_ROLES:
-        result.folders.append(sync_folder(mailbox, store, folders[role], sync, now, handle, triage))
+        for folder in watched(folders, role):
+            result.folders.append(sync_folder(mailbox, store, folder, sync, now, handle, triage))
     return result
 
 

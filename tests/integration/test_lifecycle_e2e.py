@@ -1835,3 +1835,43 @@ def test_a_follow_up_whose_copy_reaches_sent_late_counts_as_sent(world: World) -
     row = rows(world)[0]
     assert row["state"] == "followed_up", row
     assert sent_id != follow_up_id
+
+
+# -- 5. found in review, session 14: two folders marked \Sent ------------------------------
+
+
+def test_a_request_sent_into_either_of_two_sent_folders_is_seen(world: World) -> None:
+    """Dovecot's own example configuration marks both "Sent" and "Sent Messages" \\Sent; a
+    phone may keep its copies in one and a desktop client in the other. Only the first in
+    LIST order (which changes between sessions) was watched: a request sent from the other
+    client was taken for a deleted draft. (A folder name of this test's own, as the flag is
+    the session's server's, for every user.)"""
+    world.user.create_folder("Sent From Phone", special_use="\\Sent")
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.deliver(
+        "Tomasz Nowak <tomasz.nowak@kestrelpay.com>",
+        "Your interview for Product Designer",
+        "Hi Alex,\n\nThank you for interviewing for the Product Designer role at Kestrel Pay. "
+        "After careful consideration we have decided to move forward with another candidate. "
+        "We wish you the best in your search.\n\nTomasz Nowak\nRecruiter, Kestrel Pay\n",
+        when=T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    drafts = world.client.drafts()
+    assert len(drafts) == 2
+    for uid, folder in zip(sorted(drafts), ("Sent", "Sent From Phone"), strict=True):
+        draft = drafts[uid]
+        sent = EmailMessage()
+        for name in ("From", "To", "Subject", "In-Reply-To", "References"):
+            sent[name] = str(draft[name])
+        sent["Date"] = format_datetime(T0 + timedelta(hours=1))
+        sent["Message-ID"] = make_msgid(domain="phone.example.org")
+        sent.set_content(draft.get_content())
+        world.user.append(folder, sent.as_bytes(), flags=["\\Seen"], date=T0 + timedelta(hours=1))
+        world.client.delete_draft(uid)
+    world.once(T0 + timedelta(hours=2))
+    world.once(T0 + timedelta(hours=3))
+    assert [row["state"] for row in rows(world)] == ["requested", "requested"]
+    checked = run_cli("-c", str(world.config), "check-config")
+    assert "sent         Sent (special-use" in checked.out, checked.out
+    assert "sent         Sent From Phone (special-use" in checked.out, checked.out

@@ -213,6 +213,7 @@ def test_first_name(name: str, expected: str | None) -> None:
         ("Your application", "Re: Your application"),
         ("RE: Re: Your application", "Re: Your application"),
         ("AW: Ihre Bewerbung", "Re: Ihre Bewerbung"),
+        ("Ré : Votre candidature", "Re: Votre candidature"),  # as French clients write it
         ("", "Re: your message"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nextround.daemon.errors import FolderError
-from nextround.daemon.mailbox import FolderInfo, choose_folder
+from nextround.daemon.mailbox import FolderInfo, choose_folder, choose_folders
 
 
 def folders(*specs: tuple[str, str]) -> list[FolderInfo]:
@@ -50,3 +50,15 @@ def test_missing_folder_names_the_key() -> None:
         choose_folder("drafts", folders(("INBOX", "")), "")
     with pytest.raises(FolderError, match=r"\[imap\] sent = 'Nope': no such folder"):
         choose_folder("sent", PLAIN, "Nope")
+
+
+def test_every_folder_marked_sent_is_watched_the_common_name_first() -> None:
+    """Dovecot's example configuration marks two \\Sent; the server's LIST order changes."""
+    for order in (1, -1):
+        listed = folders(
+            ("INBOX", ""), ("Sent Messages", "\\Sent"), ("Outbox", "\\Sent"), ("Sent", "\\Sent")
+        )[::order]
+        chosen = choose_folders("sent", listed, "")
+        assert [choice.name for choice in chosen] == ["Sent", "Sent Messages", "Outbox"]
+        assert choose_folder("sent", listed, "").name == "Sent"
+    assert [c.name for c in choose_folders("sent", listed, "Outbox")] == ["Outbox"]
