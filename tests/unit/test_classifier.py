@@ -119,6 +119,48 @@ CASES: dict[str, tuple[bytes, dict[str, object]]] = {
 }
 
 
+# Found in review, session 14: a do-not-reply footer sank short rejections below the
+# threshold (8 of 20 such mails), and an agency's rejection of a CV was staged "interview".
+_SHORT_REJECTIONS = {
+    "not shortlisted": (
+        "Orbit Foods <hr@orbitfoods.co.uk>",
+        "Warehouse Supervisor",
+        "Dear Alex,\n\nThank you for your application for the Warehouse Supervisor vacancy. I "
+        "am sorry to tell you that you have not been shortlisted.\n\nRegards,\nHR Team\n",
+    ),
+    "not successful": (
+        "Ridgeway Jobs <jobs@ridgeway-analytics.com>",
+        "Ridgeway Analytics - Junior Data Scientist",
+        "Dear Alex,\n\nThank you for applying for the Junior Data Scientist role at Ridgeway "
+        "Analytics.\n\nUnfortunately your application has not been successful on this "
+        "occasion.\n\nKind regards,\nOliver Shaw\nTalent Acquisition Lead\n",
+    ),
+}
+_FOOTERS = {
+    "notifications only": "Please do not reply to this email; this inbox is used for "
+    "notifications only.",
+    "not monitored": "This is an automated message. Please do not reply to this email as this "
+    "mailbox is not monitored.",
+}
+for _name, (_sender, _subject, _body) in _SHORT_REJECTIONS.items():
+    for _footer_name, _footer in _FOOTERS.items():
+        CASES[f"{_name}, footer: {_footer_name}"] = (
+            eml(_sender, _subject, f"{_body}\n{_footer}\n"),
+            {"label": "rejection", "is_rejection": True},
+        )
+CASES["an agency's rejection of a CV"] = (
+    eml(
+        "Ben Carter <ben.carter@pagegroup.co.uk>",
+        "Finance Business Partner role",
+        "Hi Alex,\n\nI've heard back from the hiring manager at my client regarding the Finance "
+        "Business Partner role. Unfortunately they've decided not to progress your "
+        "application.\n\nHappy to jump on a call to discuss other opportunities.\n\nBen Carter\n"
+        "Principal Consultant | Michael Page Finance\n",
+    ),
+    {"label": "rejection", "is_rejection": True, "stage": "application"},
+)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_tricky_cases(model: RejectionModel, case: str) -> None:
     raw, expected = CASES[case]
