@@ -213,22 +213,37 @@ _PERSON_AND_TITLE = re.compile(
 )
 
 
-def _titled_person(name: str, address: Address) -> tuple[str, str] | None:
-    """(person, title) for a display name that is a person's followed by a title or team;
-    None for any other name."""
+def _titled_person(name: str, address: Address) -> tuple[str, str, bool] | None:
+    """(person, title, whether the title may name a company) for a display name that is a
+    person's followed by a title or team; None for any other name."""
     match = _PERSON_AND_TITLE.match(name)
     if match is None or not _TEAM_NAME.search(match.group("rest")):
         return None
     person = match.group("person")
     if not (_looks_like_person(person, address) and _shares_a_word(person, address)):
         return None  # "Kantonsspital Seeland - HR" <noreply@...>: a company's team
-    return person, match.group("rest")
+    separator = name[match.end("person") : match.start("rest")].strip().lower()
+    return person, match.group("rest"), separator in ("at", "from", "@", "bei", "chez", "|")
+
+
+# A subject's words before "application" that make no title: "Your application".
+_NOT_A_TITLE = frozenset("your our my their the this regarding concerning about re".split())
+# What is left of a title once its team word is taken off: never a company.
+_TITLE_WORDS = frozenset(
+    "senior junior lead head principal chief staff associate assistant technical global "
+    "regional internal external executive manager director partner specialist coordinator "
+    "consultant advisor adviser officer generalist sourcer of for and the vp svp evp".split()
+)
 
 
 def _shares_a_word(name: str, address: Address) -> bool:
     """Whether the address's local part holds a word of `name` that its domain does not:
-    jane.doe@acme.com for "Jane Doe", not acmecorp@acme.com for "Acme Corp"."""
-    local, domain = _fold(address.local_part), _squash(address.domain.split(".")[0])
+    jane.doe@acme.com for "Jane Doe", not acmecorp@acme.com or acme@careers.acme.com for
+    "Acme Corp". Never at a free mail provider, where a small company's box is named for it
+    as a person's is for them (sunrisecafe@gmail.com)."""
+    if address.domain.lower() in FREEMAIL_DOMAINS:
+        return False
+    local, domain = _fold(address.local_part), _squash(address.domain)
     words = [_fold(word) for word in re.findall(r"[^\W\d_]{3,}", name)]
     return any(word in local for word in words) and not any(word in domain for word in words)
 
@@ -415,8 +430,13 @@ def _display_company(sender: Address) -> tuple[str, str] | None:
         return None
     titled = _titled_person(name, sender)
     if titled is not None:
+        # "Jane Doe | Acme Careers", "Jane at Acme Talent" name a company; "Jane Doe, Senior
+        # Recruiter" or "Jane Doe | Head of Talent" a title, and what is left of it none.
         company = _TEAM_AFFIXES.sub("", titled[1]).strip()
-        return (company, "display") if company and not _TEAM_NAME.search(company) else None
+        words = [_fold(word) for word in re.findall(r"[^\W\d_]+", company)]
+        if not words or all(word in _TITLE_WORDS for word in words):
+            return None
+        return (company, "display") if titled[2] and not _TEAM_NAME.search(company) else None
     person = _PERSON_AT_COMPANY.match(name)
     if person and _looks_like_person(person.group("person"), sender):
         company = _TEAM_AFFIXES.sub("", person.group("company")).strip()
@@ -760,8 +780,8 @@ def _subject_title(segments: list[str]) -> str | None:
         framed = _SUBJECT_NOUN.match(segment)
         before_noun = framed.group("title") if framed else segment
         title = _read_title(before_noun, capitalised=False, whole=True)
-        if title and any(_fold(word) in _FUNCTION_WORDS for word in title.split()):
-            continue  # "Your application", "Regarding your application": no title
+        if title and _fold(title.split()[0]) in _NOT_A_TITLE and not title.split()[0].isupper():
+            continue  # "Your application", "Regarding your application"; not "IT Support"
         whole_title = bool(framed) and title is not None and len(title) >= len(before_noun) - 4
         if title and (whole_title or _fold(title.split()[-1]) in _JOB_NOUNS):
             return title

@@ -80,7 +80,16 @@ from nextround.daemon.sync import (
     watched,
     with_thread,
 )
-from nextround.daemon.triage import Helper, Raw, Reading, floor, read, read_ahead, read_fully
+from nextround.daemon.triage import (
+    TRIAGE_TEXT,
+    Helper,
+    Raw,
+    Reading,
+    floor,
+    read,
+    read_ahead,
+    read_fully,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +102,8 @@ HAND_FOLLOW_UP_AFTER = timedelta(days=1)
 # A draft must stay missing this long, with no sent copy, before it counts as deleted: some
 # clients remove the draft a moment before they store the sent copy.
 VANISH_GRACE = timedelta(minutes=10)
+# The share of its draft's words a copy that reaches Sent late must hold to be that draft.
+DRAFT_WORDS = 0.5
 # How many UIDs of Drafts after a pending draft's are read to tell what became of it.
 SINCE = 200
 _AUTO_SUBJECT = re.compile(
@@ -576,8 +587,10 @@ class Engine:
         found = [(app, step) for app in waiting if (step := _sent_step(app, message, marked))]
         if not found and self._followed_up_by_hand(store, message, now):
             return
+        late = False
         if not found:
-            found = _sent_late(store, message, marked)
+            found = self._sent_late(store, message, marked)
+            late = bool(found)
         if not found and marked is None and not apps.by_thread(store, message.thread_ids):
             guessed = [(app, step) for app in waiting if (step := _guessed_step(app, message))]
             found = guessed if len(guessed) == 1 else []
@@ -585,6 +598,8 @@ class Engine:
             # Never before the draft was made (a client may date a copy by when editing began).
             drafted = app.request_drafted_at if step == "request" else app.follow_up_drafted_at
             sent_at = max(_when(message, now), drafted or _when(message, now))
+            if late:  # dated when queued in an outbox, maybe days ago: it went out about now
+                sent_at = now
             self.record_sent(store, app.id, step, message.message_id, min(sent_at, now), now)
             if step == "request":
                 self._sent_to(store, app.id, message.to, now)
@@ -593,6 +608,52 @@ class Engine:
             if message.conversation:
                 apps.add_to_thread(store, app, [message.conversation], now)
             return
+
+    def _sent_late(
+        self, store: Store, message: Message, marked: tuple[int, str] | None
+    ) -> list[tuple[Application, str]]:
+        """The draft this copy is, of an application ended because that draft left Drafts
+        with no copy in Sent: sent later after all (a scheduled send, an outbox). It names
+        the draft (our header, its Message-ID), or answers what the draft answers, to the
+        person asked (anyone, if the draft had no recipient), in the draft's words: a note
+        the user sends in the thread after deleting the draft ("thanks for letting me
+        know") is not it, nor a forward of it to someone else."""
+        if marked is not None:
+            app = apps.get(store, marked[0])
+            candidates = [app] if app is not None else []
+        else:
+            candidates = apps.by_thread(store, [message.message_id, *message.thread_ids])
+        found = []
+        for app in candidates:
+            step = apps.vanished_step(store, app)
+            if step is None or (marked is not None and marked != (app.id, step)):
+                continue
+            request = step == "request"
+            draft_id = app.request_draft_message_id if request else app.follow_up_draft_message_id
+            answers = app.rejection_message_id if request else app.request_sent_message_id
+            if (
+                marked is not None
+                or message.message_id == draft_id
+                or (
+                    answers in message.thread_ids
+                    and (_to_contact(app, message) or (request and not app.contact_email))
+                    and self._in_draft_words(app, step, message)
+                )
+            ):
+                found.append((app, step))
+        return found
+
+    def _in_draft_words(self, app: Application, step: str, message: Message) -> bool:
+        """Whether a copy's text holds most of the words its draft starts with (as much as
+        triage reads of a sent copy): the draft, edited perhaps, not a note of the user's."""
+        try:
+            body = self.renderer.render(
+                template_name(step, app.stage), self.draft_spec(app, step).variables
+            )
+        except NextroundError:
+            return False
+        drafted = _words(body[:TRIAGE_TEXT])
+        return bool(drafted) and len(drafted & _words(message.text)) >= DRAFT_WORDS * len(drafted)
 
     def _followed_up_by_hand(self, store: Store, message: Message, now: datetime) -> bool:
         """Whether this sent copy is the user's own follow-up: in the thread of a request
@@ -1014,40 +1075,8 @@ def _sent_step(app: Application, message: Message, marked: tuple[int, str] | Non
     return expected if expected == "request" or _to_contact(app, message) else None
 
 
-def _sent_late(
-    store: Store, message: Message, marked: tuple[int, str] | None
-) -> list[tuple[Application, str]]:
-    """The draft this copy is, of an application ended because that draft left Drafts with
-    no copy in Sent: sent later after all (a scheduled send, a client's outbox). It must
-    name the draft (our header, or its Message-ID), or answer what the draft answers, to the
-    person asked, under the draft's subject: a note the user sends in the thread after
-    deleting the draft ("thanks for letting me know") is not it."""
-    if marked is not None:
-        app = apps.get(store, marked[0])
-        candidates = [app] if app is not None else []
-    else:
-        candidates = apps.by_thread(store, [message.message_id, *message.thread_ids])
-    found = []
-    for app in candidates:
-        step = apps.vanished_step(store, app)
-        if step is None or (marked is not None and marked != (app.id, step)):
-            continue
-        request = step == "request"
-        draft_id = app.request_draft_message_id if request else app.follow_up_draft_message_id
-        answers = app.rejection_message_id if request else app.request_sent_message_id
-        subject = app.rejection_subject if request else app.request_subject
-        if (
-            marked is not None
-            or message.message_id == draft_id
-            or (
-                answers in message.thread_ids
-                and _to_contact(app, message)
-                and normalised_subject(message.subject)
-                == normalised_subject(subject or app.rejection_subject)
-            )
-        ):
-            found.append((app, step))
-    return found
+def _words(text: str) -> set[str]:
+    return {word.casefold() for word in re.findall(r"[^\W\d_]{4,}", text)}
 
 
 def _to_contact(app: Application, message: Message) -> bool:

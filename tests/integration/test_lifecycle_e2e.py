@@ -1809,6 +1809,78 @@ def test_a_late_copy_to_someone_else_does_not_take_it_up_again(world: World) -> 
     assert rows(world)[0]["state"] == "skipped"
 
 
+def test_a_note_in_the_thread_after_deleting_the_draft_takes_nothing_up(world: World) -> None:
+    """Found in the review of the fix: a note to the person asked, in the rejection's thread
+    and under its subject, took the application up again, and a follow-up was drafted."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        "Hi Priya,\n\nThanks for letting me know, and all the best to the team.\n\nAlex\n",
+        T0 + timedelta(hours=3),
+        rejection_id,
+    )
+    world.once(T0 + timedelta(hours=3, minutes=5))
+    world.once(T0 + timedelta(days=9))
+    assert rows(world)[0]["state"] == "skipped", rows(world)[0]
+    assert draft_steps(world) == []
+
+
+def test_a_request_with_no_recipient_scheduled_for_later_is_taken_up_again(
+    world: World,
+) -> None:
+    """Found in the review of the fix: with no contact to compare with, the copy was never
+    the draft's. The user adds a recipient and schedules it."""
+    world.deliver(
+        "Halden Foods <donotreply@myworkday.com>",
+        "Your application to Halden Foods",
+        "Dear Alex,\n\nThank you for interviewing for the Supply Chain Analyst position at "
+        "Halden Foods. After careful consideration we regret to inform you that we will not "
+        "be progressing your application further. We wish you every success.\n\n"
+        "Halden Foods Talent Acquisition\n",
+        T0,
+    )
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    raw = world.user.fetch_raw("Drafts")[uid]
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    assert rows(world)[0]["state"] == "skipped"
+    world.user.append("Drafts", raw)
+    [uid] = world.user.uids("Drafts")
+    world.client.send_draft(uid, T0 + timedelta(hours=8), to="Hana Lee <hr.lead@haldenfoods.com>")
+    world.once(T0 + timedelta(hours=8, minutes=5))
+    assert rows(world)[0]["state"] == "requested", rows(world)[0]
+
+
+def test_a_copy_dated_when_queued_is_followed_up_from_when_it_went_out(world: World) -> None:
+    """Found in the review of the fix: an outbox (a laptop offline for ten days) dates the
+    copy when the user clicked Send; the follow-up, measured from that Date, was drafted in
+    the very cycle that took the application up, minutes after Priya got the request."""
+    world.deliver(*INTERVIEW_REJECTION, when=T0)
+    world.once(T0 + timedelta(minutes=5))
+    uid, _ = world.only_draft()
+    raw = world.user.fetch_raw("Drafts")[uid]
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(hours=1))
+    world.once(T0 + timedelta(hours=2))
+    world.user.append("Drafts", raw)
+    [uid] = world.user.uids("Drafts")
+    world.client.send_draft(uid, T0 + timedelta(minutes=30))  # Date: when queued
+    world.once(T0 + timedelta(days=10))  # the copy reaches Sent, and Priya, only now
+    assert rows(world)[0]["state"] == "requested", rows(world)[0]
+    assert draft_steps(world) == []
+    world.once(T0 + timedelta(days=17, hours=1))
+    assert draft_steps(world) == ["1; step=follow_up"]
+
+
 def test_what_the_user_skipped_stays_skipped_whatever_reaches_sent(world: World) -> None:
     world.deliver(*INTERVIEW_REJECTION, when=T0)
     world.once(T0 + timedelta(minutes=5))

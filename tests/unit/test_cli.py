@@ -85,6 +85,7 @@ def test_every_example_in_help_parses() -> None:
         (["skip", "1", "--wait", "-5"], "must be between 0 and 86400 seconds"),
         (["once", "--wait", "nan"], "must be between 0 and 86400 seconds"),
         (["once", "--now", "0001-01-01T00:00:00+01:00"], "--now: out of range"),
+        (["once", "--now", "0001-01-01T00:00:00Z"], "--now: out of range"),
     ],
 )
 def test_out_of_range_numbers_are_usage_errors(

@@ -353,10 +353,32 @@ def test_a_person_with_a_title_in_the_display_name_is_the_recipient(
         "Acme Careers <careers@acme.com>",
         "Jane Doe, Recruiter <recruiting@acme.com>",
         "Jane Doe | Acme Careers <j.d@acme.com>",  # no word of her name in the address
+        # Found in the review of the fix: a company's box, named for it, at a subdomain or
+        # at a free mail provider.
+        "Acme | Careers <acme@careers.acme.com>",
+        "Acme, Recruiting <acme@mail.acme.com>",
+        "Globex - Talent Acquisition <globex@em.globex.com>",
+        "Sunrise Cafe | Careers <sunrisecafe@gmail.com>",
     ],
 )
 def test_a_title_does_not_make_a_shared_box_a_person(sender: str) -> None:
     assert not is_human_address(address(sender))
+    mail = message(sender, "Your application", "Unfortunately we will not move forward.")
+    assert choose_reply_to(mail) is None
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "Jane Doe, Senior Recruiter <jane.doe@acme.com>",  # gave the company "Senior"
+        "Jane Doe | Technical Recruiter <jane.doe@acme.com>",
+        "Jane Doe, Head of Talent <jane.doe@acme.com>",
+    ],
+)
+def test_what_is_left_of_a_title_is_no_company(sender: str) -> None:
+    mail = message(sender, "Your application", "Unfortunately we will not move forward.")
+    assert choose_reply_to(mail) == "jane.doe@acme.com"
+    assert extract_company(mail) == "Acme"
 
 
 @pytest.mark.parametrize(
@@ -410,6 +432,8 @@ def test_an_agency_names_its_client(text: str) -> None:
         ("Regarding your application", None),
         ("Data Engineer application", "Data Engineer"),
         ("Senior Data Engineer - Your application", "Senior Data Engineer"),
+        ("IT Support Engineer application", "IT Support Engineer"),  # "IT" is no pronoun
+        ("IT Support Engineer", "IT Support Engineer"),
     ],
 )
 def test_a_subject_about_your_application_names_no_role(subject: str, role: str | None) -> None:
