@@ -239,12 +239,13 @@ _TITLE_WORDS = frozenset(
 def _shares_a_word(name: str, address: Address) -> bool:
     """Whether the address's local part holds a word of `name` that its domain does not:
     jane.doe@acme.com for "Jane Doe", not acmecorp@acme.com or acme@careers.acme.com for
-    "Acme Corp". Never at a free mail provider, where a small company's box is named for it
-    as a person's is for them (sunrisecafe@gmail.com)."""
-    if address.domain.lower() in FREEMAIL_DOMAINS:
-        return False
+    "Acme Corp". At a free mail provider, where a small company's box is named for it as a
+    person's is for them, a word on its own: jane.doe@gmail.com, not sunrisecafe@gmail.com."""
     local, domain = _fold(address.local_part), _squash(address.domain)
     words = [_fold(word) for word in re.findall(r"[^\W\d_]{3,}", name)]
+    if address.domain.lower() in FREEMAIL_DOMAINS:  # each word apart: jane.doe, not janedoe
+        local_words = set(re.split(r"[._+\-\d]+", local))
+        return any(word in local_words for word in words)
     return any(word in local for word in words) and not any(word in domain for word in words)
 
 

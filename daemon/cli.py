@@ -253,10 +253,14 @@ def parse_now(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time: {text!r} (example: 2026-11-22T09:00:00Z)"
         ) from None
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        value = datetime.min.replace(tzinfo=UTC)
     # A cycle reaches a century back (backfill_days) and ahead (the lifecycle's delays).
     if not 1900 <= value.year <= 9000:
         raise argparse.ArgumentTypeError(f"out of range (years 1900 to 9000): {text!r}")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

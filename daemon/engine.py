@@ -226,6 +226,7 @@ class Engine:
         self.zone = config.identity.zone
         # How triage read the messages it decided on, until they are handled.
         self.decided: dict[str, tuple[Message, Reading]] = {}
+        self.looked: dict[str, datetime] = {}  # see poll_once
         self.helper_from = HELPER_FROM
         lifecycle = config.lifecycle
         self.timing = Timing(lifecycle.follow_up_delay, lifecycle.close_delay, lifecycle.send_delay)
@@ -238,6 +239,13 @@ class Engine:
     ) -> CycleReport:
         report = CycleReport(sync=CycleResult(now=now))
         self.report = report
+        # When each Sent folder was last looked at, before this cycle: a copy found now
+        # reached it since (see `on_sent`).
+        self.looked = {
+            ref.name: datetime.fromisoformat(position.synced_at)
+            for ref in watched(folders, "sent")
+            if (position := store.position(ref.name)) is not None
+        }
         for folder in [*watched(folders, "sent"), *watched(folders, "inbox")]:
             report.sync.folders.append(
                 sync_folder(mailbox, store, folder, self.config.sync, now, self.handle, self.triage)
@@ -252,7 +260,7 @@ class Engine:
     ) -> None:
         """Called by the sync inside the transaction that records `message`."""
         if folder.role == "sent":
-            self.on_sent(store, message, now)
+            self.on_sent(store, message, now, self.looked.get(folder.name))
         elif folder.role == "inbox":
             decided = self.decided.pop(message.message_id, None)
             reading = decided[1] if decided is not None and decided[0] is message else None
@@ -576,8 +584,11 @@ class Engine:
                 return address
         return store.contact(reply_to) or Address("", reply_to)
 
-    def on_sent(self, store: Store, message: Message, now: datetime) -> None:
-        """A sent copy: the user sent a request or a follow-up (under any Message-ID)."""
+    def on_sent(
+        self, store: Store, message: Message, now: datetime, looked: datetime | None = None
+    ) -> None:
+        """A sent copy: the user sent a request or a follow-up (under any Message-ID).
+        `looked`: when its folder was last looked at before, so the copy reached it since."""
         marked = parse_header_value(message.headers.get(HEADER.lower(), ""))
         waiting = apps.in_states(store, [State.NEW, *AWAITING_SEND, State.FOLLOWED_UP])
         # A copy that names its application (our header, or the mail it answers) wins over a
@@ -598,8 +609,10 @@ class Engine:
             # Never before the draft was made (a client may date a copy by when editing began).
             drafted = app.request_drafted_at if step == "request" else app.follow_up_drafted_at
             sent_at = max(_when(message, now), drafted or _when(message, now))
-            if late:  # dated when queued in an outbox, maybe days ago: it went out about now
-                sent_at = now
+            if late and looked is not None:
+                # An outbox dates a copy when queued, maybe days before it went out; it
+                # reached Sent after the folder was last looked at.
+                sent_at = min(now, max(sent_at, looked))
             self.record_sent(store, app.id, step, message.message_id, min(sent_at, now), now)
             if step == "request":
                 self._sent_to(store, app.id, message.to, now)
@@ -644,8 +657,8 @@ class Engine:
         return found
 
     def _in_draft_words(self, app: Application, step: str, message: Message) -> bool:
-        """Whether a copy's text holds most of the words its draft starts with (as much as
-        triage reads of a sent copy): the draft, edited perhaps, not a note of the user's."""
+        """Whether a copy's text holds most of the words its draft starts with: the draft,
+        edited perhaps, not a note of the user's. The draft as its template renders now."""
         try:
             body = self.renderer.render(
                 template_name(step, app.stage), self.draft_spec(app, step).variables

@@ -241,6 +241,13 @@ class Store:
                 (folder, role, uidvalidity, last_uid, int(backfilled), now.isoformat()),
             )
 
+    def looked_at(self, folder: str, now: datetime) -> None:
+        """A cycle found nothing new in `folder`: it was synced, as of `now`."""
+        with storage_errors("saving when a folder was looked at"):
+            self.connection.execute(
+                "UPDATE folders SET synced_at = ? WHERE name = ?", (now.isoformat(), folder)
+            )
+
     # -- messages ------------------------------------------------------------------------
 
     def known_uids(self, folder: str, uidvalidity: int, above: int = 0) -> set[int]:

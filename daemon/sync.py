@@ -185,7 +185,11 @@ def sync_folder(
     status = mailbox.status(folder.name)
     if position and position.backfilled and position.uidvalidity == status.uidvalidity:
         if status.uidnext - 1 <= position.last_uid:
-            return result  # nothing new: one STATUS was all it took
+            # Nothing new: one STATUS was all it took. When it was looked at is how late a
+            # sent copy that comes next may have reached the folder (`Engine.on_sent`).
+            with store.transaction():
+                store.looked_at(folder.name, now)
+            return result
         selected = mailbox.select(folder.name)
         if selected.uidvalidity == position.uidvalidity:
             validity = selected.uidvalidity

@@ -93,10 +93,12 @@ def screen_floor(threshold: float) -> float:
 
 def read(raws: Sequence[Raw], model: RejectionModel | None, user: str) -> list[Reading | None]:
     """Each message read as cheaply as it allows, classified when `model` is given; None for
-    a message only the cycle's own full parse may read (it records why it cannot)."""
-    messages = [_quick(raw, truncated) for raw, truncated in raws]
+    a message only the cycle's own full parse may read (it records why it cannot). Without
+    a model (sent copies) the text is read whole: a copy is matched to its draft by it."""
     if model is None:
-        return [None if message is None else Reading(message) for message in messages]
+        found = [_quick(raw, truncated, None) for raw, truncated in raws]
+        return [None if message is None else Reading(message) for message in found]
+    messages = [_quick(raw, truncated) for raw, truncated in raws]
     starts = {i: text_start(message) for i, message in enumerate(messages) if message is not None}
     on_start = dict(
         zip(starts, prefix_predictions(model, list(starts.values()), user), strict=True)
@@ -149,9 +151,9 @@ def prefix_predictions(
     ]
 
 
-def _quick(raw: bytes, truncated: bool) -> Message | None:
+def _quick(raw: bytes, truncated: bool, text_chars: int | None = TRIAGE_TEXT) -> Message | None:
     try:
-        return parse_quick(raw, truncated=truncated, text_chars=TRIAGE_TEXT)
+        return parse_quick(raw, truncated=truncated, text_chars=text_chars)
     except Exception:  # noqa: BLE001 - what the cheap reading trips on, the full parse handles
         return None
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from dovecot import MailUser
-from mailclient import MailClient, SmtpServer
+from mailclient import MailClient, SmtpServer, parse
 from support import INTERVIEW_REJECTION, ConfigWriter, run_cli
 
 from nextround.daemon import applications as apps
@@ -1860,25 +1860,96 @@ def test_a_request_with_no_recipient_scheduled_for_later_is_taken_up_again(
     assert rows(world)[0]["state"] == "requested", rows(world)[0]
 
 
-def test_a_copy_dated_when_queued_is_followed_up_from_when_it_went_out(world: World) -> None:
-    """Found in the review of the fix: an outbox (a laptop offline for ten days) dates the
-    copy when the user clicked Send; the follow-up, measured from that Date, was drafted in
-    the very cycle that took the application up, minutes after Priya got the request."""
-    world.deliver(*INTERVIEW_REJECTION, when=T0)
+def vanished_request(world: World) -> tuple[str, bytes]:
+    """The request drafted, then gone from Drafts with no copy: skipped. Returns the
+    rejection's Message-ID and the draft as it was."""
+    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
     world.once(T0 + timedelta(minutes=5))
     uid, _ = world.only_draft()
     raw = world.user.fetch_raw("Drafts")[uid]
     world.client.delete_draft(uid)
     world.once(T0 + timedelta(hours=1))
     world.once(T0 + timedelta(hours=2))
+    assert rows(world)[0]["state"] == "skipped"
+    return rejection_id, raw
+
+
+def send_later(world: World, raw: bytes, dated: datetime) -> str:
+    """The vanished draft goes out after all, its copy dated `dated`."""
     world.user.append("Drafts", raw)
     [uid] = world.user.uids("Drafts")
-    world.client.send_draft(uid, T0 + timedelta(minutes=30))  # Date: when queued
+    return world.client.send_draft(uid, dated)
+
+
+def test_a_copy_dated_when_queued_is_followed_up_from_when_it_went_out(world: World) -> None:
+    """Found in the review of the fix: an outbox (a laptop offline for ten days) dates the
+    copy when the user clicked Send; the follow-up, measured from that Date, was drafted in
+    the very cycle that took the application up, minutes after Priya got the request. It
+    counts from when Sent was last seen without it."""
+    _, raw = vanished_request(world)
+    world.once(T0 + timedelta(days=9, hours=23))  # the service runs: nothing new
+    send_later(world, raw, T0 + timedelta(minutes=30))  # Date: when queued
     world.once(T0 + timedelta(days=10))  # the copy reaches Sent, and Priya, only now
     assert rows(world)[0]["state"] == "requested", rows(world)[0]
     assert draft_steps(world) == []
+    due = T0 + timedelta(days=9, hours=23) + timedelta(days=7)
+    assert rows(world)[0]["next_action_at"] == due.isoformat(), rows(world)[0]
     world.once(T0 + timedelta(days=17, hours=1))
     assert draft_steps(world) == ["1; step=follow_up"]
+
+
+def test_a_scheduled_copy_seen_after_a_downtime_counts_from_its_date(world: World) -> None:
+    """Found in the second review of the fix: counted from when it was seen, a copy found
+    after the service was down for days pushed the follow-up back by as much."""
+    _, raw = vanished_request(world)
+    send_later(world, raw, T0 + timedelta(hours=8))  # Schedule send: dated when it went out
+    world.once(T0 + timedelta(days=5))  # the service back after days
+    row = rows(world)[0]
+    assert row["state"] == "requested", row
+    assert row["next_action_at"] == (T0 + timedelta(days=7, hours=8)).isoformat(), row
+
+
+def test_an_unthreaded_answer_during_a_downtime_is_the_reply(world: World) -> None:
+    """Found in the second review: Priya answers in a new mail of her own, under the
+    request's subject, while the service is down; it comes back to both at once."""
+    _, raw = vanished_request(world)
+    send_later(world, raw, T0 + timedelta(hours=8))
+    world.deliver(
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        REPLY_BODY,
+        T0 + timedelta(hours=20),
+    )
+    world.once(T0 + timedelta(days=1))
+    world.once(T0 + timedelta(days=1, hours=1))
+    assert rows(world)[0]["state"] == "replied", rows(world)[0]
+
+
+def test_a_late_copy_with_a_paragraph_of_the_users_own_on_top_is_the_draft(
+    world: World,
+) -> None:
+    """Found in the second review: only a copy's first 600 characters were read, so a long
+    paragraph of the user's own above the draft hid it."""
+    rejection_id, raw = vanished_request(world)
+    body = parse(raw).get_content()
+    note = (
+        "Hi Priya,\n\nBefore anything else: thank you for being so open with me during the "
+        "whole process, from the first call with the hiring manager to the panel on Thursday. "
+        "I have rarely met a recruiting team that explained each round so clearly, and the "
+        "take-home exercise was the most realistic one I have done this year. Whatever comes "
+        "of this note, I wanted you to hear that first; it made a real difference to how I "
+        "experienced the search, and I have recommended Brightloom to two friends already.\n\n"
+    )
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        note + body.split("\n", 2)[2],
+        T0 + timedelta(hours=8),
+        rejection_id,
+    )
+    world.once(T0 + timedelta(hours=8, minutes=5))
+    assert rows(world)[0]["state"] == "requested", rows(world)[0]
 
 
 def test_what_the_user_skipped_stays_skipped_whatever_reaches_sent(world: World) -> None:

@@ -335,6 +335,10 @@ def test_megabyte_inputs_return(sender: str, subject: str, text: str) -> None:
         ("Jane Doe - Talent Acquisition <jane.doe@acme.com>", "Acme"),
         ("Jane Doe, Recruiter <jane.doe@acme.com>", "Acme"),  # a title, not an agency
         ("Jane from Acme Talent <jane@acme.com>", "Acme"),
+        # At a free mail provider (a freelance recruiter): a person, and no company.
+        ("Jane Doe, Recruiter <jane.doe@gmail.com>", None),
+        ("Jane Doe - Talent Acquisition <jane.doe@gmail.com>", None),  # not "Jane Doe"
+        ("Anna Schmidt | Recruiting <anna.schmidt@web.de>", None),
     ],
 )
 def test_a_person_with_a_title_in_the_display_name_is_the_recipient(
