@@ -95,6 +95,14 @@ def clean_body(text: str) -> str:
     return text[:BODY_CHARS]
 
 
+def own_text(text: str) -> str:
+    """What the writer wrote: the text before quoted history, without quoted lines."""
+    start = _quote_start(text, len(text))
+    if start is not None:
+        text = text[:start]
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
+
+
 def _quote_start(text: str, end: int) -> int | None:
     """Where quoted history starts in text[:end]: the first line start followed by blank space
     and a marker, as "^\\s*marker" (MULTILINE) finds it, but in linear time."""

@@ -30,7 +30,7 @@ from nextround.classifier.extract import (
     is_automated_address,
     is_human_address,
 )
-from nextround.classifier.inference import Prediction, RejectionModel
+from nextround.classifier.inference import Prediction, RejectionModel, own_text
 from nextround.classifier.message import (
     Address,
     Message,
@@ -666,7 +666,9 @@ class Engine:
         except NextroundError:
             return False
         drafted = _words(body[:TRIAGE_TEXT])
-        return bool(drafted) and len(drafted & _words(message.text)) >= DRAFT_WORDS * len(drafted)
+        # Not what the copy quotes: a note quoting the request holds its words too.
+        written = _words(own_text(message.text))
+        return bool(drafted) and len(drafted & written) >= DRAFT_WORDS * len(drafted)
 
     def _followed_up_by_hand(self, store: Store, message: Message, now: datetime) -> bool:
         """Whether this sent copy is the user's own follow-up: in the thread of a request

@@ -2018,3 +2018,39 @@ def test_a_request_sent_into_either_of_two_sent_folders_is_seen(world: World) ->
     checked = run_cli("-c", str(world.config), "check-config")
     assert "sent         Sent (special-use" in checked.out, checked.out
     assert "sent         Sent From Phone (special-use" in checked.out, checked.out
+
+
+def test_a_note_quoting_the_thread_after_deleting_the_follow_up_takes_nothing_up(
+    world: World,
+) -> None:
+    """Found in the third review: the follow-up draft deleted (closed), a short thank-you in
+    the request's thread quotes the request and the rejection as clients do; read whole,
+    the quote held half the follow-up's words, and the note was taken for it."""
+    sent_id = send_request(world)
+    request_body = parse(world.user.fetch_raw("Sent")[world.user.uids("Sent")[-1]]).get_content()
+    world.once(T0 + timedelta(days=8))
+    uid, _ = world.only_draft()
+    world.client.delete_draft(uid)
+    world.once(T0 + timedelta(days=8, hours=1))
+    world.once(T0 + timedelta(days=8, hours=2))
+    assert rows(world)[0]["state"] == "closed"
+
+    def quoted(text: str) -> str:
+        return "\n".join("> " + line for line in text.splitlines())
+
+    note = (
+        "Thanks again, Priya!\n\n"
+        f"On Mon, 2 Nov 2026 at 10:00, Alex Doe wrote:\n{quoted(request_body)}\n"
+        "> On Mon, 2 Nov 2026 at 09:00, Priya Raman wrote:\n"
+        f"{quoted(quoted(INTERVIEW_REJECTION[2]))}\n"
+    )
+    sent_by_hand(
+        world,
+        "Priya Raman <priya.raman@brightloom.io>",
+        "Re: Your application for Senior Data Engineer",
+        note,
+        T0 + timedelta(days=9),
+        sent_id,
+    )
+    world.once(T0 + timedelta(days=9, minutes=5))
+    assert rows(world)[0]["state"] == "closed", rows(world)[0]
