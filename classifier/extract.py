@@ -406,9 +406,9 @@ def _subject_candidates(subject: str) -> Iterator[tuple[str, str]]:
 
 
 def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
-    found = _display_company(sender)
-    if found:
-        yield found
+    name = _display_company(sender)
+    if name:
+        yield name, "display"
     account = sender.local_part  # acme@myworkday.com; not jane.doe.9e3b1@, talent@
     if is_ats_domain(sender.domain) and re.fullmatch(r"[a-z]+(?:-[a-z]+)*", account):
         if not _AUTOMATED_LOCAL_PART.search(account) and not _is_team_mailbox(account):
@@ -417,18 +417,15 @@ def _sender_candidates(sender: Address) -> Iterator[tuple[str, str]]:
         yield _domain_name(sender.domain), "domain"
 
 
-def _display_company(sender: Address) -> tuple[str, str] | None:
-    """The company a From display name names, with its source: "Acme via Greenhouse", "Jane
-    Doe at Acme", "Jane Doe | Acme Careers", "Recrutement - Acme", "Acme Talent Team"; None
-    for a person's name ("Jane Doe, Recruiter") or a platform's."""
-    name = " ".join(sender.name.replace('"', " ").split())
-    via = re.split(r"\s+via\s+", name, maxsplit=1, flags=re.IGNORECASE)
-    if len(via) == 2:
-        name = via[0]
-        if _in_domains(sender.domain, _PLATFORM_DOMAINS):
-            return None  # "Jane Doe via LinkedIn": a person's message through a job board
-    elif _in_domains(sender.domain, _PLATFORM_DOMAINS):
+def _display_company(sender: Address) -> str | None:
+    """The company a From display name names: "Acme via Greenhouse", "Jane Doe at Acme",
+    "Jane Doe | Acme Careers", "Recrutement - Acme", "Acme Talent Team"; None for a person's
+    name ("Jane Doe, Recruiter") or a job board's, or a person's through one ("Jane Doe via
+    LinkedIn")."""
+    if _in_domains(sender.domain, _PLATFORM_DOMAINS):
         return None
+    name = " ".join(sender.name.replace('"', " ").split())
+    name = re.split(r"\s+via\s+", name, maxsplit=1, flags=re.IGNORECASE)[0]
     titled = _titled_person(name, sender)
     if titled is not None:
         # "Jane Doe | Acme Careers", "Jane at Acme Talent" name a company; "Jane Doe, Senior
@@ -437,26 +434,24 @@ def _display_company(sender: Address) -> tuple[str, str] | None:
         words = [_fold(word) for word in re.findall(r"[^\W\d_]+", company)]
         if not words or all(word in _TITLE_WORDS for word in words):
             return None
-        return (company, "display") if titled[2] and not _TEAM_NAME.search(company) else None
+        return company if titled[2] and not _TEAM_NAME.search(company) else None
     person = _PERSON_AT_COMPANY.match(name)
     if person and _looks_like_person(person.group("person"), sender):
-        company = _TEAM_AFFIXES.sub("", person.group("company")).strip()
-        return (company, "display") if company else None  # "Acme Corp | Careers"
+        return _TEAM_AFFIXES.sub("", person.group("company")).strip() or None  # not "Careers"
     platform = _squash(_domain_name(sender.domain))
     if not name or (is_ats_domain(sender.domain) and _related(_key(name), [platform])):
         return None  # the ATS's own name: "Gupy", "Ashby Hiring"
-    automated = is_automated_address(sender)
     folded_words = re.findall(r"[^\W\d_]{2,}", _fold(name))
     in_address = [word for word in folded_words if word in _fold(sender.local_part)]
     # An ATS account named for the company spells its name in one word: beaconhealth@icims.
     account = is_ats_domain(sender.domain) and sender.local_part.isalpha()
-    personal = _looks_like_person(name, sender) and not automated
+    personal = _looks_like_person(name, sender) and not is_automated_address(sender)
     if not _TEAM_NAME.search(name) and ((len(in_address) >= 2 and not account) or personal):
         return None
     parts = [part for part in _SEPARATOR.split(name) if part.strip()]
     plain = [part for part in parts if not _TEAM_NAME.search(part)]
-    company = _TEAM_AFFIXES.sub("", (plain or parts)[0] if len(parts) > 1 else name).strip()
-    return (company, "display") if company else None
+    company = (plain or parts)[0] if len(parts) > 1 else name
+    return _TEAM_AFFIXES.sub("", company).strip() or None
 
 
 def _anchored_mentions(text: str, anchors: list[str]) -> Iterator[tuple[str, str]]:
