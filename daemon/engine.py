@@ -643,12 +643,11 @@ class Engine:
                 continue
             request = step == "request"
             draft_id = app.request_draft_message_id if request else app.follow_up_draft_message_id
-            answers = app.rejection_message_id if request else app.request_sent_message_id
             if (
                 marked is not None
                 or message.message_id == draft_id
                 or (
-                    answers in message.thread_ids
+                    _answers(app, step) in message.thread_ids
                     and (_to_contact(app, message) or (request and not app.contact_email))
                     and self._in_draft_words(app, step, message)
                 )
@@ -1083,11 +1082,16 @@ def _sent_step(app: Application, message: Message, marked: tuple[int, str] | Non
         return None
     if marked is not None:
         return expected if marked == (app.id, expected) else None
-    answers = app.rejection_message_id if expected == "request" else app.request_sent_message_id
+    answers = _answers(app, expected)
     if not answers or answers not in message.thread_ids:
         return None
     # The follow-up answers the sent request, as a forward of it to someone else does.
     return expected if expected == "request" or _to_contact(app, message) else None
+
+
+def _answers(app: Application, step: str) -> str | None:
+    """The Message-ID the draft of `step` answers: the rejection, or the sent request."""
+    return app.rejection_message_id if step == "request" else app.request_sent_message_id
 
 
 def _words(text: str) -> set[str]:

@@ -1770,12 +1770,12 @@ def test_forwarding_the_request_to_a_coach_is_not_the_follow_up_once_it_is_draft
 # -- 4. found in review, session 14: a copy that reaches Sent late -----------------------
 
 
-def scheduled(world: World, *, hours: int = 8, to: str | None = None) -> tuple[str, str]:
-    """The user schedules the request (Gmail's Schedule send, Send Later, an outbox): the
-    draft leaves Drafts at once, and nextround, seeing no copy within 10 minutes, takes it
-    for deleted. `hours` later the copy reaches Sent, under a new Message-ID. Returns the
-    rejection's and the copy's Message-IDs."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
+def vanished_request(
+    world: World, rejection: tuple[str, str, str] = INTERVIEW_REJECTION
+) -> tuple[str, bytes]:
+    """The request drafted, then gone from Drafts with no copy: skipped. Returns the
+    rejection's Message-ID and the draft as it was."""
+    rejection_id = world.deliver(*rejection, when=T0)
     world.once(T0 + timedelta(minutes=5))
     uid, _ = world.only_draft()
     raw = world.user.fetch_raw("Drafts")[uid]
@@ -1783,9 +1783,24 @@ def scheduled(world: World, *, hours: int = 8, to: str | None = None) -> tuple[s
     world.once(T0 + timedelta(hours=1))
     world.once(T0 + timedelta(hours=2))
     assert rows(world)[0]["state"] == "skipped"
-    world.user.append("Drafts", raw)  # the scheduled mail, as the client sends it
+    return rejection_id, raw
+
+
+def send_later(world: World, raw: bytes, dated: datetime, to: str | None = None) -> str:
+    """The vanished draft goes out after all (as the client sends it), its copy dated
+    `dated`, under a new Message-ID."""
+    world.user.append("Drafts", raw)
     [uid] = world.user.uids("Drafts")
-    sent_id = world.client.send_draft(uid, T0 + timedelta(hours=hours), to=to)
+    return world.client.send_draft(uid, dated, to=to)
+
+
+def scheduled(world: World, *, hours: int = 8, to: str | None = None) -> tuple[str, str]:
+    """The user schedules the request (Gmail's Schedule send, Send Later, an outbox): the
+    draft leaves Drafts at once, and nextround, seeing no copy within 10 minutes, takes it
+    for deleted. `hours` later the copy reaches Sent. Returns the rejection's and the
+    copy's Message-IDs."""
+    rejection_id, raw = vanished_request(world)
+    sent_id = send_later(world, raw, T0 + timedelta(hours=hours), to=to)
     world.once(T0 + timedelta(hours=hours, minutes=5))
     return rejection_id, sent_id
 
@@ -1812,12 +1827,7 @@ def test_a_late_copy_to_someone_else_does_not_take_it_up_again(world: World) -> 
 def test_a_note_in_the_thread_after_deleting_the_draft_takes_nothing_up(world: World) -> None:
     """Found in the review of the fix: a note to the person asked, in the rejection's thread
     and under its subject, took the application up again, and a follow-up was drafted."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    world.client.delete_draft(uid)
-    world.once(T0 + timedelta(hours=1))
-    world.once(T0 + timedelta(hours=2))
+    rejection_id, _ = vanished_request(world)
     sent_by_hand(
         world,
         "Priya Raman <priya.raman@brightloom.io>",
@@ -1837,48 +1847,20 @@ def test_a_request_with_no_recipient_scheduled_for_later_is_taken_up_again(
 ) -> None:
     """Found in the review of the fix: with no contact to compare with, the copy was never
     the draft's. The user adds a recipient and schedules it."""
-    world.deliver(
-        "Halden Foods <donotreply@myworkday.com>",
-        "Your application to Halden Foods",
-        "Dear Alex,\n\nThank you for interviewing for the Supply Chain Analyst position at "
-        "Halden Foods. After careful consideration we regret to inform you that we will not "
-        "be progressing your application further. We wish you every success.\n\n"
-        "Halden Foods Talent Acquisition\n",
-        T0,
+    _, raw = vanished_request(
+        world,
+        (
+            "Halden Foods <donotreply@myworkday.com>",
+            "Your application to Halden Foods",
+            "Dear Alex,\n\nThank you for interviewing for the Supply Chain Analyst position "
+            "at Halden Foods. After careful consideration we regret to inform you that we will "
+            "not be progressing your application further. We wish you every success.\n\n"
+            "Halden Foods Talent Acquisition\n",
+        ),
     )
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    raw = world.user.fetch_raw("Drafts")[uid]
-    world.client.delete_draft(uid)
-    world.once(T0 + timedelta(hours=1))
-    world.once(T0 + timedelta(hours=2))
-    assert rows(world)[0]["state"] == "skipped"
-    world.user.append("Drafts", raw)
-    [uid] = world.user.uids("Drafts")
-    world.client.send_draft(uid, T0 + timedelta(hours=8), to="Hana Lee <hr.lead@haldenfoods.com>")
+    send_later(world, raw, T0 + timedelta(hours=8), to="Hana Lee <hr.lead@haldenfoods.com>")
     world.once(T0 + timedelta(hours=8, minutes=5))
     assert rows(world)[0]["state"] == "requested", rows(world)[0]
-
-
-def vanished_request(world: World) -> tuple[str, bytes]:
-    """The request drafted, then gone from Drafts with no copy: skipped. Returns the
-    rejection's Message-ID and the draft as it was."""
-    rejection_id = world.deliver(*INTERVIEW_REJECTION, when=T0)
-    world.once(T0 + timedelta(minutes=5))
-    uid, _ = world.only_draft()
-    raw = world.user.fetch_raw("Drafts")[uid]
-    world.client.delete_draft(uid)
-    world.once(T0 + timedelta(hours=1))
-    world.once(T0 + timedelta(hours=2))
-    assert rows(world)[0]["state"] == "skipped"
-    return rejection_id, raw
-
-
-def send_later(world: World, raw: bytes, dated: datetime) -> str:
-    """The vanished draft goes out after all, its copy dated `dated`."""
-    world.user.append("Drafts", raw)
-    [uid] = world.user.uids("Drafts")
-    return world.client.send_draft(uid, dated)
 
 
 def test_a_copy_dated_when_queued_is_followed_up_from_when_it_went_out(world: World) -> None:
